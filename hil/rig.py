@@ -103,7 +103,11 @@ def kind(name: str, file: str = "", table: str = "") -> RigKind:
         raise RigError(f"unknown kind '{name}'; known kinds: {', '.join(sorted(KINDS))}",
                        file=file, table=table, key="kind")
     module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise RigError(f"kind '{name}' cannot be loaded from {target}: {exc}",
+                       file=file, table=table, key="kind") from exc
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:

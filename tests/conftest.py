@@ -1,0 +1,2 @@
+"""Test-suite conftest: pytester for plugin tests."""
+pytest_plugins = ["pytester"]

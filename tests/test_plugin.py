@@ -1,0 +1,128 @@
+"""The pytest plugin end to end, in a scratch project run by pytester (a real pytest run).
+
+The scratch project registers a small `counter` kind: an instrument whose safe state and
+close are counted, so the plugin's contract with handles can be checked exactly.
+"""
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+CONFTEST = '''
+import hil.rig
+from hil.rig import Key, RigKind
+
+class Counter:
+    def __init__(self, res):
+        self.start = res["start"]
+        self.safe = 0
+        self.closed = 0
+    def safe_state(self):
+        self.safe += 1
+    def close(self):
+        self.closed += 1
+        with open("closed.txt", "w") as f:
+            f.write(f"{self.safe} {self.closed}")
+
+RIG_KIND = RigKind(keys={"start": Key(int, 0), "label": Key(str, "")},
+                   open=lambda res, bench: Counter(res))
+hil.rig.KINDS["counter"] = "conftest:RIG_KIND"
+'''
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
+    pytester.makeconftest(CONFTEST)
+    pytester.path.joinpath("rig.toml").write_text('[meter]\nkind = "counter"\nstart = 5\n')
+    return pytester
+
+
+def run(p: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return p.runpytest_subprocess("--rig", "rig.toml", "-p", "no:cacheprovider",
+                                  "--hil-results", "out", *args)
+
+
+def test_resource_becomes_fixture_and_missing_one_is_skipped(project: pytest.Pytester) -> None:
+    project.makepyfile(textwrap.dedent('''
+        def test_uses_meter(meter):
+            assert meter.start == 5
+        def test_needs_power(power):
+            pass
+    '''))
+    result = run(project, "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*needs power, which rig rig.toml does not provide (it has: meter)*"])
+
+
+def test_safe_state_after_each_test_and_close_once(project: pytest.Pytester) -> None:
+    project.makepyfile(textwrap.dedent('''
+        def test_a(meter):
+            assert meter.safe == 0
+        def test_b(meter):
+            assert meter.safe == 1
+        def test_c(meter):
+            assert meter.safe == 2
+            raise RuntimeError("a failing test still gets its teardown")
+    '''))
+    result = run(project)
+    result.assert_outcomes(passed=2, failed=1)
+    # three tests -> three safe states; close adds its own safe state, then closes once
+    assert (project.path / "closed.txt").read_text() == "4 1"
+
+
+def test_measurements_recorded_then_judged(project: pytest.Pytester) -> None:
+    project.makepyfile(textwrap.dedent('''
+        def test_in_limits(measure):
+            m = measure("sleep_current", 4.2e-6, unit="A", high=10e-6)
+            assert m.passed
+        def test_out_of_limits(measure):
+            measure("boot_time", 0.9, unit="s", high=0.5)
+            measure("inrush", 0.18, unit="A", high=0.1)
+            measure("voltage", 3.3, unit="V", low=3.0, high=3.6)
+    '''))
+    result = run(project, "--junitxml", "junit.xml")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*2 measurement(s) out of limits*", "*boot_time = 0.9 s*fail*",
+                                 "*inrush = 0.18 A*fail*", "*hil measurements: 4 recorded, 2 out of limits*"])
+    records = json.loads((project.path / "out" / "measurements.json").read_text())
+    assert [(r["name"], r["outcome"]) for r in records] == [
+        ("sleep_current", "pass"), ("boot_time", "fail"), ("inrush", "fail"), ("voltage", "pass")]
+    junit = (project.path / "junit.xml").read_text()
+    assert 'name="measure.boot_time"' in junit and "fail" in junit
+
+
+def test_measure_rejects_non_numbers(project: pytest.Pytester) -> None:
+    project.makepyfile(textwrap.dedent('''
+        import pytest
+        def test_text(measure):
+            with pytest.raises(TypeError, match="needs a number"):
+                measure("name", "3.3 V")
+    '''))
+    run(project).assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize("rig, where", [
+    ('[meter]\nkind = "counter"\nstrat = 5\n', "table [meter], key 'strat'"),
+    ('[meter]\nkind = "counter"\nstart = "five"\n', "table [meter], key 'start'"),
+    ('[meter]\nkind = "voltmeter"\n', "table [meter], key 'kind'"),
+    ('[meter]\nstart = 1\n', "table [meter], key 'kind'"),
+    ('[meter\nkind = "counter"\n', "not valid TOML"),
+    ('meter = 3\n', "table [meter]"),
+])
+def test_broken_rig_is_one_clear_error(project: pytest.Pytester, rig: str, where: str) -> None:
+    project.path.joinpath("rig.toml").write_text(rig)
+    project.makepyfile("def test_x(): pass")
+    result = run(project)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "hil: bad rig file" in err and "rig.toml" in err and where in err
+    assert "Traceback" not in err
+
+
+def test_missing_rig_file(project: pytest.Pytester) -> None:
+    project.makepyfile("def test_x(): pass")
+    result = project.runpytest_subprocess("--rig", "nope.toml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "rig file not found (file nope.toml)" in result.stderr.str()
