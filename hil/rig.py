@@ -123,7 +123,9 @@ def _check_value(key: str, spec: Key, value: Any, file: str, table: str) -> Any:
         value = float(value)
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
     if not ok:
-        raise RigError(f"expected a {_type_name(spec.type)}, got {value!r}",
+        name = _type_name(spec.type)
+        article = "an" if name[0] in "aeiou" else "a"
+        raise RigError(f"expected {article} {name}, got {value!r}",
                        file=file, table=table, key=key)
     if spec.choices is not None and value not in spec.choices:
         raise RigError(f"{value!r} is not one of {', '.join(map(repr, spec.choices))}",

@@ -10,9 +10,11 @@ All times are `hil.clock.now()` seconds. `speed` > 1 shortens every firmware del
 """
 from __future__ import annotations
 
+import math
 import queue
-import zlib
 import threading
+import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -50,6 +52,7 @@ BOOT_SECONDS = 0.35
 TX_BURST_SECONDS = 4e-3
 TX_GAP_SECONDS = 20e-3
 NOISE_QUANTUM_S = 1 / 200_000   # noise is a fixed function of time at this resolution
+UART_HISTORY_LINES = 100_000    # uart_lines() keeps this many recent lines (memory stays bounded)
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,8 @@ class _PowerLost(Exception):
 def _hash_noise(t: np.ndarray, seed: int) -> np.ndarray:
     """Deterministic standard-normal-ish noise as a pure function of time (splitmix64 hash)."""
     x = np.floor(np.asarray(t, dtype=np.float64) / NOISE_QUANTUM_S).astype(np.int64).view(np.uint64)
-    x = x + np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore"):        # uint64 wrap-around is the point of the hash
+        x = x + np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         x = x ^ (x >> np.uint64(31))
@@ -93,12 +96,13 @@ class VirtualDut:
         self._starts: list[float] = [clock.now()]
         self._states: list[int] = [PowerState.OFF]
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
-        self._uart: list[UartLine] = []
+        self._uart: deque[UartLine] = deque(maxlen=UART_HISTORY_LINES)
         self._partial = bytearray()             # output bytes of the line being printed
         self._listeners: list[Callable[[bytes], None]] = []
         self._input: queue.Queue[bytes | None] = queue.Queue()
         self._inputs = {1: False, 2: False}      # wired to the Otii's GPO pins
         self._boots = 0
+        self._fw_generation = -1                 # the power cycle the firmware thread runs in
         self._closed = False
         self._thread = threading.Thread(target=self._firmware, name="virtual-dut", daemon=True)
         self._thread.start()
@@ -118,6 +122,7 @@ class VirtualDut:
                 self._generation += 1
                 self._set_state(PowerState.BOOT if now_on else PowerState.OFF)
                 self._changed.notify_all()
+                self._input.put(b"")             # wake the shell so it notices at once
 
     @property
     def powered(self) -> bool:
@@ -137,8 +142,12 @@ class VirtualDut:
         """How many times the firmware has booted (power-on, reset and panic reboots)."""
         return self._boots
 
-    def _set_state(self, state: PowerState) -> None:
+    def _set_state(self, state: PowerState, generation: int | None = None) -> None:
+        """Start a new timeline segment. The firmware passes its `generation`: once the supply
+        has dropped, a late firmware step must not put a powered state after OFF."""
         with self._lock:
+            if generation is not None and generation != self._generation:
+                raise _PowerLost
             self._starts.append(clock.now())
             self._states.append(int(state))
             self._arrays = None
@@ -196,7 +205,10 @@ class VirtualDut:
             return [ln for ln in self._uart if t0 <= ln.time < t1]
 
     def _emit(self, data: bytes) -> None:
+        """Firmware output: record lines, then call listeners (outside the lock: they may block)."""
         with self._lock:
+            if self._fw_generation != self._generation or self._closed:
+                raise _PowerLost                 # an unpowered board prints nothing
             listeners = list(self._listeners)
             self._partial += data
             while (nl := self._partial.find(b"\n")) >= 0:
@@ -280,6 +292,7 @@ class VirtualDut:
                 while not self.powered and not self._closed:
                     self._changed.wait(0.5)
                 generation = self._generation
+                self._fw_generation = generation
             if self._closed:
                 return
             try:
@@ -297,7 +310,7 @@ class VirtualDut:
 
     def _boot(self, generation: int) -> None:
         if self.state != PowerState.BOOT:
-            self._set_state(PowerState.BOOT)
+            self._set_state(PowerState.BOOT, generation)
         self._boots += 1
         self._wait(0.02, generation)
         self._say("")
@@ -305,7 +318,7 @@ class VirtualDut:
         self._wait(BOOT_SECONDS / 2, generation)
         self._say(f"boot: ok v{FIRMWARE_VERSION} (sensor-node, reset #{self._boots})")
         self._wait(BOOT_SECONDS / 2, generation)
-        self._set_state(PowerState.IDLE)
+        self._set_state(PowerState.IDLE, generation)
 
     def _shell(self, generation: int) -> None:
         line = bytearray()
@@ -319,6 +332,8 @@ class VirtualDut:
                 continue
             if chunk is None:
                 raise _PowerLost
+            if not chunk:
+                continue                         # a wake-up from set_supply()
             if self.echo:
                 self._emit(chunk.replace(b"\n", b"\r\n"))
             for byte in chunk:
@@ -369,17 +384,17 @@ class VirtualDut:
     def _cmd_sleep(self, arg: str, gen: int) -> None:
         seconds = _positive(arg, "seconds")
         self._say(f"sleep: entering for {seconds:.3f} s")
-        self._set_state(PowerState.SLEEP)
+        self._set_state(PowerState.SLEEP, gen)
         slept = self._wait(seconds, gen, wake_pin=1)
-        self._set_state(PowerState.IDLE)
+        self._set_state(PowerState.IDLE, gen)
         self._say(f"sleep: awake after {slept:.3f} s")
 
     def _cmd_tx(self, arg: str, gen: int) -> None:
         bursts = int(_positive(arg, "bursts"))
         for k in range(1, bursts + 1):
-            self._set_state(PowerState.TX)
+            self._set_state(PowerState.TX, gen)
             self._wait(TX_BURST_SECONDS, gen)
-            self._set_state(PowerState.IDLE)
+            self._set_state(PowerState.IDLE, gen)
             self._say(f"tx: burst {k}/{bursts} 32 bytes")
             self._wait(TX_GAP_SECONDS, gen)
         self._say(f"tx: done {bursts}")
@@ -436,6 +451,6 @@ def _positive(arg: str, what: str) -> float:
         value = float(arg)
     except ValueError:
         raise ValueError(f"expected a number of {what}, got '{arg}'") from None
-    if not value > 0:
-        raise ValueError(f"{what} must be positive, got {arg}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{what} must be a positive finite number, got {arg}")
     return value
