@@ -1,0 +1,201 @@
+"""Serial buses over pyserial URLs, and the rig kind "serial" (url = "sim:dut": virtual DUT).
+
+`SerialBus(url)` opens anything `serial.serial_for_url` does: /dev/ttyUSB0, /dev/pts/N,
+socket://host:port, rfc2217://host:port, loop:// ... and adds DTR/RTS/break control.
+"""
+from __future__ import annotations
+
+import os
+import select
+import time
+from typing import TYPE_CHECKING, Any
+
+import serial
+from serial.serialposix import Serial as PosixSerial
+from serial.urlhandler.protocol_socket import Serial as SocketSerial
+
+from hil.buses.buffer import DEFAULT_RETENTION
+from hil.buses.bus import Bus, FdWaiter
+from hil.errors import BusConnectError, BusError
+from hil.rig import Key, Resource, RigKind
+
+if TYPE_CHECKING:
+    from hil.sim.bench import VirtualBench
+
+POLL = 0.05     # how often a reader blocked in pyserial's read() looks at the closing flag
+
+
+class SerialTransport:
+    """A pyserial port. Local ports are read straight from their file descriptor and
+    socket:// from its socket (both `direct`); other URLs (rfc2217://, loop:// ...) through
+    pyserial's blocking read(), by the reader thread only."""
+
+    def __init__(self, port: serial.SerialBase, url: str) -> None:
+        self.port = port
+        self.description = url
+        self._fd: int | None = port.fd if type(port) is PosixSerial else None
+        self._socket = type(port) is SocketSerial
+        self.direct = self._fd is not None or self._socket
+        self._waiter = FdWaiter(port.fileno()) if self.direct else None
+        self._first = b""                   # a byte the polled wait() already took
+        if self._socket:
+            port.timeout = 0                # non-blocking reads once poll saw data
+
+    def wait(self) -> bool:
+        if self._waiter is not None:
+            return self._waiter.wait()
+        self._first = self.port.read(1)     # blocks at most POLL seconds
+        return bool(self._first)
+
+    def wait_for(self, timeout: float) -> bool:
+        assert self._waiter is not None, "only direct transports wait for callers"
+        return self._waiter.wait(timeout)
+
+    def read_into(self, room: memoryview) -> int | None:
+        if self._fd is not None:
+            try:
+                n = os.readv(self._fd, [room])
+            except BlockingIOError:
+                return None
+            # pyserial sets VMIN=0: an empty read is "nothing there", unless hung up
+            return n or (0 if self._waiter.hung_up() else None)  # type: ignore[union-attr]
+        if self._socket:
+            data = self.port.read(len(room))
+        else:
+            data, self._first = self._first, b""
+            waiting = min(self.port.in_waiting, len(room) - len(data))
+            data += self.port.read(waiting) if waiting > 0 else b""
+        room[:len(data)] = data
+        return len(data) or None
+
+    def write(self, data: bytes, timeout: float) -> None:
+        if self._fd is not None:
+            write_fd(self._fd, data, timeout)
+            return
+        if self.port.write_timeout != timeout:
+            self.port.write_timeout = timeout       # reconfigures the port: only when it changes
+        try:
+            self.port.write(data)
+        except serial.SerialTimeoutException:
+            raise TimeoutError from None
+        except serial.SerialException as exc:
+            raise OSError(str(exc)) from exc
+
+    def wake(self) -> None:
+        if self._waiter is not None:
+            self._waiter.wake()
+
+    def close(self) -> None:
+        self.port.close()
+        if self._waiter is not None:
+            self._waiter.close()
+
+
+def write_fd(fd: int, data: bytes, timeout: float) -> None:
+    """Write all of `data` to a non-blocking fd, waiting for room at most `timeout` seconds."""
+    view, deadline = memoryview(data), time.monotonic() + timeout
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [fd], [], left)[1]:
+                raise TimeoutError from None
+
+
+def open_port(url: str, **settings: Any) -> serial.SerialBase:
+    """Open a pyserial URL; a missing device or refused connection is a BusConnectError."""
+    try:
+        port = serial.serial_for_url(url, do_not_open=True)
+        for name, value in settings.items():
+            setattr(port, name, value)
+        port.timeout = POLL
+        port.open()
+    except serial.SerialException as exc:
+        raise BusConnectError(f"cannot open serial port {url}: {_reason(exc)}") from exc
+    except (ValueError, OSError) as exc:
+        raise BusConnectError(f"cannot open serial port {url}: {exc}") from exc
+    return port
+
+
+def _reason(exc: serial.SerialException) -> str:
+    """The OS reason inside a pyserial error, without pyserial repeating the port name."""
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return f"{cause.strerror} (errno {cause.errno})"
+    if exc.errno and isinstance(exc.errno, int):
+        return f"{os.strerror(exc.errno)} (errno {exc.errno}); {exc}"
+    return str(exc)
+
+
+class SerialBus(Bus):
+    """A bus over a serial port or any pyserial URL, with modem-line control.
+
+    Port settings are pyserial's (parity "N", "E", "O", "M", "S"; stopbits 1, 1.5, 2).
+    Other options (name, timeout, encoding, line_ending, retention ...): see `Bus`.
+    """
+
+    def __init__(self, url: str, baudrate: int = 115200, bytesize: int = 8, parity: str = "N",
+                 stopbits: float = 1, xonxoff: bool = False, rtscts: bool = False,
+                 dsrdtr: bool = False, **options: Any) -> None:
+        stopbits = int(stopbits) if float(stopbits).is_integer() else stopbits
+        self.port = open_port(url, baudrate=baudrate, bytesize=bytesize, parity=parity,
+                              stopbits=stopbits, xonxoff=xonxoff, rtscts=rtscts, dsrdtr=dsrdtr)
+        self.url = url
+        super().__init__(SerialTransport(self.port, url), **{"name": url, **options})
+
+    def set_dtr(self, on: bool) -> None:
+        """Drive the DTR line (often wired to the board's reset or boot pin)."""
+        self._modem("DTR", lambda: setattr(self.port, "dtr", bool(on)))
+
+    def set_rts(self, on: bool) -> None:
+        """Drive the RTS line."""
+        self._modem("RTS", lambda: setattr(self.port, "rts", bool(on)))
+
+    def send_break(self, duration: float = 0.25) -> None:
+        """Hold the TX line low for `duration` seconds (a break condition)."""
+        self._modem("a break", lambda: self.port.send_break(duration))
+
+    def _modem(self, what: str, action: Any) -> None:
+        if self.closed:
+            raise BusError(f"{self.name}: the bus is closed")
+        try:
+            action()
+        except (OSError, serial.SerialException) as exc:
+            raise BusError(f"{self.name}: cannot set {what}: {exc}") from exc
+
+
+def open_serial(resource: Resource, bench: VirtualBench) -> SerialBus:
+    """The "serial" rig kind's opener; url "sim:dut" serves the virtual DUT on a pty."""
+    url = resource["url"]
+    if url == "sim:dut":
+        from hil.sim.dut_server import serve_pty
+        url = bench.start("dut-pty", lambda: serve_pty(bench.dut)).path
+    elif url == "sim" or url.startswith("sim:"):
+        raise resource.error(f"unknown simulator {url!r}; the serial kind offers \"sim:dut\"",
+                             key="url")
+    return SerialBus(url, resource["baudrate"], resource["bytesize"], resource["parity"],
+                     resource["stopbits"], resource["xonxoff"], resource["rtscts"],
+                     resource["dsrdtr"], name=resource.name, timeout=resource["timeout"],
+                     encoding=resource["encoding"], line_ending=resource["line_ending"],
+                     retention=resource["retention"])
+
+
+RIG_KIND = RigKind(
+    keys={
+        "url": Key(str, help='device path or pyserial URL; "sim:dut" for the virtual DUT'),
+        "baudrate": Key(int, 115200),
+        "bytesize": Key(int, 8, choices=(5, 6, 7, 8)),
+        "parity": Key(str, "N", choices=("N", "E", "O", "M", "S")),
+        "stopbits": Key(float, 1.0, choices=(1.0, 1.5, 2.0)),
+        "xonxoff": Key(bool, False, help="software flow control"),
+        "rtscts": Key(bool, False, help="hardware flow control (RTS/CTS)"),
+        "dsrdtr": Key(bool, False, help="hardware flow control (DSR/DTR)"),
+        "encoding": Key(str, "utf-8", help="text encoding (UTF-8 or single-byte)"),
+        "line_ending": Key(str, "\n", help="what writeline() appends"),
+        "timeout": Key(float, 10.0, help="default expect/read timeout, seconds"),
+        "retention": Key(int, DEFAULT_RETENTION, help="received bytes kept in memory"),
+    },
+    open=open_serial,
+    help="a serial port (or pyserial URL) with expect",
+)
