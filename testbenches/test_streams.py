@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 
-from hil.errors import ValidationError
+from hil import ValidationError
 
 TEST_SINE_HZ = 10.0
 TEST_SINE_UV = 50.0

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from dut_text import golden_log
 
 from hil import clock
 from hil.sim.dut import (BOOT_SECONDS, CURRENT, FIRMWARE_VERSION, INRUSH_PEAK_A, INRUSH_TAU_S,
@@ -81,15 +82,6 @@ def segments(dut: VirtualDut, t0: float = 0.0) -> list[tuple[float, float, Power
     ends = np.append(starts[1:], np.inf)
     return [(float(s), float(e), PowerState(int(st)))
             for s, e, st in zip(starts, ends, states) if s >= t0]
-
-
-def golden_log(n: int) -> bytes:
-    """What `log n` prints: numbered heartbeat lines, cut at exactly n bytes."""
-    out, i = bytearray(), 0
-    while len(out) < n:
-        i += 1
-        out += f"log {i:08d} sensor-node heartbeat lorem ipsum dolor sit amet\r\n".encode()
-    return bytes(out[:n])
 
 
 # --------------------------------------------------------------------------- supply and boot

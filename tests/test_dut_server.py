@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import serial
+from dut_text import golden_log
 
 from hil.sim.dut import PROMPT, VirtualDut
 from hil.sim.dut_server import OutputBuffer, PtyConsole, TcpConsole, serve_pty, serve_tcp
@@ -19,15 +20,6 @@ from hil.sim.dut_server import OutputBuffer, PtyConsole, TcpConsole, serve_pty, 
 SPEED = 20.0
 WAIT_S = 10.0
 BIG = 10 * 1024 * 1024
-
-
-def golden_log(n: int) -> bytes:
-    """What `log n` prints: numbered heartbeat lines, cut at exactly n bytes."""
-    out, i = bytearray(), 0
-    while len(out) < n:
-        i += 1
-        out += f"log {i:08d} sensor-node heartbeat lorem ipsum dolor sit amet\r\n".encode()
-    return bytes(out[:n])
 
 
 def read_until(recv: Callable[[], bytes], pattern: bytes, timeout: float = WAIT_S) -> bytes:
