@@ -14,7 +14,8 @@ from hil.errors import ValidationError
 from hil.instruments import power_trace as pt
 from hil.instruments.power_trace import (BatteryLife, PowerTrace, format_si, order_statistics,
                                         si_scale)
-from hil.instruments.pulses import Pulse, Pulses
+from hil.instruments import pulses as pulses_module
+from hil.instruments.pulses import Pulse, Pulses, edges, runs_above, sparse_flatnonzero
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -196,13 +197,133 @@ def test_percentiles_of_a_large_trace_equal_numpy() -> None:
 def test_bracketing_selection_falls_back_when_the_sample_misleads(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pt, "PARTITION_BELOW", 100)
-    monkeypatch.setattr(pt, "_brackets", lambda a, ranks: [(0.0, 0.1, np.arange(ranks.size))])
+    monkeypatch.setattr(pt, "_brackets", lambda a, ranks, *_: [(0.0, 0.1, np.arange(ranks.size))])
     a = np.random.default_rng(5).random(5000)
     ranks = np.array([2500, 4990])
     assert np.array_equal(order_statistics(a, ranks), np.sort(a)[ranks])
 
 
+def test_a_bracket_that_missed_gets_a_second_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first, narrow brackets miss (forced); the second pass, twice as wide, finds them."""
+    monkeypatch.setattr(pt, "PARTITION_BELOW", 100)
+    a = np.random.default_rng(6).random(5000)
+    ranks = np.array([10, 2500, 2501, 4990])
+    real = pt._brackets
+    calls: list[float] = []
+
+    def first_misses(a: np.ndarray, ranks: np.ndarray, sigmas: float) -> list:
+        calls.append(sigmas)
+        if len(calls) == 1:
+            return [(0.0, 1e-9, np.arange(ranks.size))]
+        return real(a, ranks, sigmas)
+    monkeypatch.setattr(pt, "_brackets", first_misses)
+    assert np.array_equal(order_statistics(a, ranks), np.sort(a)[ranks])
+    assert calls == [pt.QUANTILE_SIGMAS, 2 * pt.QUANTILE_SIGMAS]
+
+
+def _exact(a: np.ndarray, ranks: np.ndarray) -> bool:
+    got, want = order_statistics(a, ranks), np.sort(a)[ranks]
+    return bool(np.array_equal(got, want))
+
+
+@pytest.mark.parametrize("kind", ["below_float32", "signed", "signed_zeros", "huge", "tiny",
+                                  "beyond_float32", "integers", "one_ulp_apart"])
+def test_selection_is_exact_whatever_float32_makes_of_the_values(
+        monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """The pass compares float32 keys when that is exact for the brackets, float64 otherwise;
+    either way the result is np.sort's."""
+    monkeypatch.setattr(pt, "PARTITION_BELOW", 100)
+    monkeypatch.setattr(pt, "QUANTILE_SAMPLE", 1024)
+    monkeypatch.setattr(pt, "CHUNK", 4096)
+    rng = np.random.default_rng(8)
+    n = 30_011
+    a = {
+        "below_float32": 1.0 + rng.normal(0, 1e-12, n),       # spread float32 cannot see
+        "signed": rng.normal(0, 1e-3, n),
+        "signed_zeros": np.where(rng.random(n) < 0.5, -0.0, 0.0) * rng.integers(0, 2, n),
+        "huge": rng.normal(0, 1, n) * 1e300,
+        "tiny": rng.normal(0, 1, n) * 1e-300,
+        "beyond_float32": np.concatenate((rng.normal(0, 1, n - 5000), np.full(5000, 1e39))),
+        "integers": rng.integers(-5, 5, n).astype(float),
+        "one_ulp_apart": np.nextafter(0.1, 1.0) * np.ones(n) - rng.integers(0, 2, n) * 1e-17,
+    }[kind]
+    ranks = np.array([0, 1, 300, 15_005, 15_006, 27_000, 29_709, 29_710, n - 1])
+    assert _exact(a, ranks)
+
+
+def test_float32_bounds_only_when_they_are_exact_enough() -> None:
+    lo, hi = np.array([-np.inf, 1e-3, 0.5]), np.array([1e-6, 2e-3, np.inf])
+    bounds = pt._float32_bounds(lo, hi)
+    assert bounds is not None
+    lo32, hi32 = bounds
+    assert lo32.dtype == hi32.dtype == np.float32
+    assert np.all(lo32.astype(float) <= lo) and np.all(hi32.astype(float) >= hi)
+    for lo, hi in ([1.0], [1.0 + 1e-12]), ([1e-50], [1e-49]), ([1e39], [2e39]), \
+                  ([1.0, 1.0 + 1e-9], [1.0 + 1e-10, 2.0]):
+        assert pt._float32_bounds(np.array(lo), np.array(hi)) is None, (lo, hi)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.booleans(), max_size=200), st.integers(0, 7))
+def test_sparse_flatnonzero_is_flatnonzero(bits: list[bool], pad: int) -> None:
+    mask = np.array(bits + [False] * (-len(bits) % 8), dtype=bool)
+    assert np.array_equal(sparse_flatnonzero(mask), np.flatnonzero(mask))
+
+
 # ------------------------------------------------------------------ pulses
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from([0.0, 1.0, 2.0]), min_size=1, max_size=120),
+       st.integers(1, 40))
+def test_runs_above_is_edges_of_the_mask(values: list[float], chunk: int) -> None:
+    v = np.array(values)
+    old = pulses_module.RUN_CHUNK
+    pulses_module.RUN_CHUNK = chunk                  # runs cross chunk boundaries
+    try:
+        got = runs_above(v, 0.5)
+    finally:
+        pulses_module.RUN_CHUNK = old
+    want = edges(v > 0.5)
+    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+
+
+@pytest.mark.parametrize("mode", ["rows", "slices", "take", "all"])
+def test_pulses_are_the_same_however_runs_are_packed(monkeypatch: pytest.MonkeyPatch,
+                                                    mode: str) -> None:
+    rng = np.random.default_rng(4)
+    n = 50_000
+    current = np.where((np.arange(n) % 700) < 90, 38e-3, 3e-3) + rng.normal(0, 1e-4, n)
+    current[(np.arange(n) % 5000) < 4] = 50e-3       # short pulses too, and lengths vary
+    current[-30:] = 40e-3                            # a pulse to the very end
+    volts = np.linspace(3.3, 3.0, n)
+    threshold = 10e-3
+    reference = PowerTrace(uniform(n), current, volts).pulses(threshold)
+    if mode == "rows":
+        assert pulses_module._Runs(n, reference.start_index, reference.end_index).rows
+    elif mode == "slices":
+        monkeypatch.setattr(pulses_module, "PADDED_ROWS", 0.0)
+    elif mode == "take":
+        monkeypatch.setattr(pulses_module, "PADDED_ROWS", 0.0)
+        monkeypatch.setattr(pulses_module, "SLICED_RUNS", 10**9)
+    else:                                            # above threshold most of the time
+        threshold = 2e-3
+        current = current.copy()
+        current[(np.arange(n) % 700) >= 650] = 1e-3
+        reference = None
+        assert not pulses_module._Runs(n, *runs_above(current, threshold)).packed
+    trace = PowerTrace(uniform(n), current, volts)
+    got = trace.pulses(threshold)
+    if reference is not None:
+        for column in ("starts", "ends", "peaks", "charges", "energies", "start_index"):
+            assert np.array_equal(getattr(got, column), getattr(reference, column)), column
+    expected = reference_pulses(trace.time[:3000], trace.current[:3000], threshold)
+    first = [p for p in got if p.end <= trace.time[2998]]
+    assert len(first) >= 3
+    assert np.allclose([(p.start, p.end, p.peak, p.charge) for p in first],
+                       expected[:len(first)], rtol=1e-9)
+
+
 
 
 def test_square_wave_pulses_count_width_and_charge() -> None:

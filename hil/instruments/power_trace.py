@@ -22,7 +22,8 @@ from typing import Any, overload
 import numpy as np
 
 from hil.errors import ValidationError
-from hil.instruments.pulses import Pulse, Pulses, find_pulses, trapezoid_weights
+from hil.instruments.pulses import (Pulse, Pulses, find_pulses, sparse_flatnonzero,
+                                    trapezoid_weights)
 
 __all__ = ["BatteryLife", "PowerTrace", "Pulse", "Pulses", "format_si"]
 
@@ -37,9 +38,12 @@ PARTITION_BELOW = 1 << 19
 #: Columns of the min/max envelope a plot draws (a 10M-sample trace is decimated to this).
 PLOT_COLUMNS = 2000
 #: Random samples used to bracket each quantile on large traces.
-QUANTILE_SAMPLE = 1 << 17
-#: Half-width of each bracket in standard deviations of the sample's rank (binomial).
-QUANTILE_SIGMAS = 4.5
+QUANTILE_SAMPLE = 1 << 16
+#: Half-width of each bracket in standard deviations of the sample's rank (binomial); a miss
+#: costs a second pass with twice the margin.
+QUANTILE_SIGMAS = 3.0
+#: Chunks of the percentile pass whose bracketed values are gathered at once.
+GATHER = 4
 HOURS_PER_YEAR = 365.25 * 24
 
 TimeLike = Any
@@ -436,25 +440,68 @@ def order_statistics(a: np.ndarray, ranks: np.ndarray) -> np.ndarray:
 
     Small arrays: one np.partition of a copy. Large ones: a random sample brackets each rank
     between two values; one streaming pass counts the samples below each bracket and collects
-    the few inside; a partition of those finds the answer. If a bracket missed (improbable:
-    the margin is 4.5 sigma) it falls back to partitioning everything: the result is always exact.
+    the few inside (`_collect`); a partition of those finds the answer. A rank whose bracket
+    missed it (the margin is QUANTILE_SIGMAS standard deviations: about 1 call in 100 with
+    three brackets) gets a second pass with twice the margin, and should that miss too, a
+    partition of everything: the result is always exact.
     """
     ranks = np.asarray(ranks, dtype=np.intp)
     if a.size <= PARTITION_BELOW:
         return np.partition(a, ranks)[ranks]
-    brackets = _brackets(a, ranks)
-    below, inside = _collect(a, [(lo, hi) for lo, hi, _ in brackets])
     out = np.empty(ranks.size)
-    for (lo, hi, which), n_below, found in zip(brackets, below, inside):
-        local = ranks[which] - n_below
-        if local.min() < 0 or local.max() >= found.size:
-            return np.partition(a, ranks)[ranks]
-        out[which] = np.partition(found, local)[local]
+    todo = np.arange(ranks.size)
+    for sigmas in (QUANTILE_SIGMAS, 2 * QUANTILE_SIGMAS):
+        values, ok = _bracketed(a, ranks[todo], sigmas)
+        out[todo[ok]] = values[ok]
+        todo = todo[~ok]
+        if todo.size == 0:
+            return out
+    out[todo] = np.partition(a, ranks[todo])[ranks[todo]]
     return out
 
 
-def _brackets(a: np.ndarray, ranks: np.ndarray) -> list[tuple[float, float, np.ndarray]]:
-    """(low, high, which ranks) value brackets from a sorted random sample, overlaps merged."""
+def _bracketed(a: np.ndarray, ranks: np.ndarray,
+               sigmas: float) -> tuple[np.ndarray, np.ndarray]:
+    """(values, ok): the order statistics at `ranks` whose bracket held them (ok)."""
+    brackets = _brackets(a, ranks, sigmas)
+    below, found, inside = _collect(a, [(lo, hi) for lo, hi, _ in brackets])
+    # in sorted order, bracket j's values come right after the earlier brackets' values
+    before = np.concatenate(([0], np.cumsum(inside)[:-1]))
+    local = np.zeros(ranks.size, dtype=np.intp)
+    ok = np.zeros(ranks.size, dtype=bool)
+    for (_, _, which), n_below, n_inside, n_before in zip(brackets, below, inside, before):
+        at = ranks[which] - n_below
+        held = (at >= 0) & (at < n_inside)
+        local[which] = np.where(held, at + n_before, 0)
+        ok[which] = held
+    values = np.zeros(ranks.size)
+    if found.size:
+        values[ok] = _select(found, local[ok])
+    return values, ok
+
+
+def _select(values: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """np.sort(values)[ranks] by single-rank partitions (numpy's fast path; several ranks at
+    once take its slow one), each of what lies above the previous rank. A rank right after
+    the previous one (percentile interpolation) is just the minimum of that."""
+    wanted = np.unique(ranks)
+    found = np.empty(wanted.size)
+    rest, first = values, 0            # rest holds the values of sorted ranks first, first + 1...
+    for i, r in enumerate(wanted.tolist()):
+        j = r - first
+        if j == 0:                     # nothing to drop below it: no partition needed
+            found[i] = rest.min()
+            continue
+        rest = np.partition(rest, j)
+        found[i] = rest[j]
+        rest, first = rest[j + 1:], r + 1
+    return found[np.searchsorted(wanted, ranks)]
+
+
+def _brackets(a: np.ndarray, ranks: np.ndarray,
+              sigmas: float = QUANTILE_SIGMAS) -> list[tuple[float, float, np.ndarray]]:
+    """(low, high, which ranks) value brackets from a sorted random sample, overlaps merged:
+    each reaches `sigmas` standard deviations of the sample rank (binomial) either side."""
     n = a.size
     m = min(QUANTILE_SAMPLE, n)
     block = n // m                       # stratified: one random pick in each block of samples
@@ -462,7 +509,7 @@ def _brackets(a: np.ndarray, ranks: np.ndarray) -> list[tuple[float, float, np.n
     sample = np.sort(a[picks])
     p = ranks / (n - 1)
     centre = p * (m - 1)
-    margin = QUANTILE_SIGMAS * np.sqrt(m * p * (1 - p)) + 2
+    margin = sigmas * np.sqrt(m * p * (1 - p)) + 2
     i_lo = np.floor(centre - margin).astype(np.intp)
     i_hi = np.ceil(centre + margin).astype(np.intp)
     lo = np.where(i_lo < 0, -np.inf, sample[np.clip(i_lo, 0, m - 1)])
@@ -477,25 +524,119 @@ def _brackets(a: np.ndarray, ranks: np.ndarray) -> list[tuple[float, float, np.n
     return [(l, h, np.array(w, dtype=np.intp)) for l, h, w in merged]
 
 
-def _collect(a: np.ndarray,
-             bounds: list[tuple[float, float]]) -> tuple[list[int], list[np.ndarray]]:
-    """One cache-sized pass: per (lo, hi), how many values are < lo, and the values in [lo, hi]."""
-    below = [0] * len(bounds)
+def _collect(a: np.ndarray, bounds: list[tuple[float, float]]
+             ) -> tuple[list[int], np.ndarray, list[int]]:
+    """For disjoint, increasing brackets (lo, hi): how many values lie below each bracket, the
+    values inside the brackets (in no particular order) and how many of those are in each (the
+    brackets are [lo, hi] rounded outwards to float32 when the keys are float32, see below).
+
+    One streaming pass, a cache-sized chunk at a time: the chunk is converted once to the keys
+    that are compared (float32 when `_float32_bounds` finds that exact, else the float64 values),
+    one call compares it with every lower bound and one with every upper bound, the lower-bound
+    rows are added up as bytes in 64-bit words (counted out before a byte can overflow), and
+    the XOR of all rows marks the values inside some bracket (brackets are disjoint, so a value
+    inside one is below an odd number of bounds). Those marks are gathered every GATHER chunks with
+    `sparse_flatnonzero` and the float64 values taken out, while they are still in cache.
+
+    float32 keys are exact because rounding to float32 never reverses the order of two values:
+    {x : float32(x) < L} is then all the values below some point and {x : L <= float32(x) <= H}
+    the run of values right after them, so counting and collecting by the keys still splits the
+    sorted array exactly at a rank; the float64 values collected are then partitioned.
+    """
+    k = len(bounds)
+    lo = np.array([b[0] for b in bounds], dtype=np.float64)
+    hi = np.array([b[1] for b in bounds], dtype=np.float64)
+    keyed = _float32_bounds(lo, hi)
+    if keyed is not None:
+        lo, hi = keyed
+    chunk = CHUNK
+    keys = np.empty(chunk, dtype=lo.dtype) if keyed is not None else None
+    lo_col, hi_col = lo[:, None], hi[:, None]
+    rows = np.zeros((2 * k, chunk), dtype=bool)
+    lt, le = rows[:k], rows[k:]
+    span = chunk * GATHER
+    union = np.zeros(-(-span // 8) * 8, dtype=bool)       # whole words for sparse_flatnonzero
+    cuts = [union[g * chunk:(g + 1) * chunk] for g in range(GATHER)]
+    # the lt rows are summed as bytes in 64-bit words, each byte counting up to 255 chunks
+    tally = np.zeros((k, chunk // 8), dtype=np.uint64) if chunk % 8 == 0 else None
+    lt_words = lt.view(np.uint64) if tally is not None else None
+    below = np.zeros(k, dtype=np.int64)
     parts: list[np.ndarray] = []
-    lt_buf, in_buf, any_buf = (np.empty(CHUNK, dtype=bool) for _ in range(3))
-    for i in range(0, a.size, CHUNK):
-        chunk = a[i:i + CHUNK]
-        lt, inside, wanted = (b[:chunk.size] for b in (lt_buf, in_buf, any_buf))
-        wanted.fill(False)
-        for j, (lo, hi) in enumerate(bounds):
-            np.less(chunk, lo, out=lt)
-            below[j] += int(np.count_nonzero(lt))
-            np.less_equal(chunk, hi, out=inside)
-            np.greater(inside, lt, out=inside)           # <= hi and not < lo
-            np.logical_or(wanted, inside, out=wanted)
-        parts.append(np.compress(wanted, chunk))         # one copy-out for all brackets
-    found = np.concatenate(parts)
-    return below, [found[(found >= lo) & (found <= hi)] for lo, hi in bounds]
+    n = a.size
+    full = n - n % chunk
+    tallied = 0
+    with np.errstate(over="ignore"):                       # huge values become float32 inf
+        for s in range(0, full, span):
+            e = min(s + span, full)
+            for g, i in enumerate(range(s, e, chunk)):
+                x = a[i:i + chunk]
+                if keys is not None:
+                    np.copyto(keys, x, casting="same_kind")
+                    x = keys
+                np.less(x, lo_col, out=lt)
+                np.less_equal(x, hi_col, out=le)
+                if tally is not None:
+                    np.add(tally, lt_words, out=tally)
+                else:
+                    below += np.count_nonzero(lt, axis=1)
+                np.logical_xor.reduce(rows, axis=0, out=cuts[g])
+            if tally is not None:
+                tallied += (e - s) // chunk
+                if tallied > 255 - GATHER:                 # before a byte can overflow
+                    below += _byte_sums(tally)
+                    tally.fill(0)
+                    tallied = 0
+            parts.append(_marked(a, s, e, union))
+        if tally is not None:
+            below += _byte_sums(tally)
+        if full < n:                                       # the last, shorter chunk
+            x = a[full:]
+            if keys is not None:
+                x = x.astype(np.float32)
+            r = rows[:, :n - full]
+            np.less(x, lo_col, out=r[:k])
+            np.less_equal(x, hi_col, out=r[k:])
+            below += np.count_nonzero(r[:k], axis=1)
+            np.logical_xor.reduce(r, axis=0, out=union[:n - full])
+            parts.append(_marked(a, full, n, union))
+        found = np.concatenate(parts)
+        fkeys = found if keys is None else found.astype(np.float32)
+    at_most = [int(np.count_nonzero(fkeys <= h)) for h in hi]
+    return [int(b) for b in below], found, np.diff(at_most, prepend=0).tolist()
+
+
+def _marked(a: np.ndarray, s: int, e: int, union: np.ndarray) -> np.ndarray:
+    """The values a[s:e] marked in union[:e - s] (the rest of its last word cleared first)."""
+    used = -(-(e - s) // 8) * 8
+    union[e - s:used] = False
+    return a[s:e].take(sparse_flatnonzero(union[:used]))
+
+
+def _byte_sums(tally: np.ndarray) -> np.ndarray:
+    """Per row, the sum of all the bytes of a (rows, words) uint64 array."""
+    return tally.view(np.uint8).reshape(tally.shape[0], -1).sum(axis=1, dtype=np.int64)
+
+
+def _float32_bounds(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """float32 bounds holding the float64 brackets [lo, hi] (lo rounded down, hi up), or None
+    when float32 is too coarse for them (exact either way, but slower: more values would fall
+    inside): rounding moves a bound by more than 2**-20 of its size (past float32's range, deep
+    in its subnormals), a bracket more than doubles in width, or rounded brackets touch."""
+    with np.errstate(over="ignore"):
+        lo32, hi32 = lo.astype(np.float32), hi.astype(np.float32)
+    lo32 = np.where(lo32 > lo, np.nextafter(lo32, np.float32(-np.inf)), lo32)
+    hi32 = np.where(hi32 < hi, np.nextafter(hi32, np.float32(np.inf)), hi32)
+    with np.errstate(invalid="ignore"):                    # inf - inf for unbounded sides
+        slack_lo = np.where(np.isinf(lo), 0.0, lo - lo32.astype(np.float64))
+        slack_hi = np.where(np.isinf(hi), 0.0, hi32.astype(np.float64) - hi)
+    finite = np.isfinite(lo) & np.isfinite(hi)
+    scale = np.maximum(np.where(np.isinf(lo), 0.0, np.abs(lo)),
+                       np.where(np.isinf(hi), 0.0, np.abs(hi)))
+    ok = (np.all(np.isfinite(slack_lo) & np.isfinite(slack_hi))
+          and np.all(slack_lo + slack_hi <= scale * 2.0 ** -20)
+          and np.all(~finite | (slack_lo + slack_hi <= hi - lo))
+          and np.all(lo32[1:] > hi32[:-1]))
+    return (lo32, hi32) if ok else None
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,7 +1,9 @@
 """Pulse detection on a sampled current: where it stays above a threshold, and what each burst cost.
 
-Pure numpy, no loop over samples: one boolean mask, its edges with `np.diff`, and per-pulse sums
-with `np.add.reduceat`. `PowerTrace.pulses()` is the usual way in; `find_pulses()` is the kernel.
+Pure numpy, no loop over samples: one streaming pass compares a cache-sized chunk with the
+threshold and finds where that mask flips (`runs_above`), then per-pulse sums come from
+`np.add.reduceat` over the pulse samples alone. `PowerTrace.pulses()` is the usual way in;
+`find_pulses()` is the kernel.
 
 How a pulse is measured: each sample stands for the time from half-way to its left neighbour to
 half-way to its right neighbour (the first and last sample of the trace only for their inner half).
@@ -86,6 +88,50 @@ class Pulses(Sequence[Pulse]):
                 f"{self.durations.max():.4g} s, peak max {self.peaks.max():.4g} A)")
 
 
+#: Samples compared per step by `runs_above` (its two bool buffers stay in the L2 cache).
+RUN_CHUNK = 1 << 19
+#: Runs are packed as rows padded to the longest when that copies at most this many times
+#: the run samples.
+PADDED_ROWS = 1.25
+#: Otherwise runs at least this long on average are packed by joining slices (a Python step
+#: per run), shorter ones by a gather index (a few array steps per sample).
+SLICED_RUNS = 64
+
+
+def sparse_flatnonzero(mask: np.ndarray) -> np.ndarray:
+    """np.flatnonzero of a 1-D bool array whose length is a multiple of 8, much faster when few
+    are set: the nonzero 8-byte words are found first, then the set bytes among those alone."""
+    words = mask.view(np.uint64)
+    nonzero = np.flatnonzero(words != 0)
+    sub = np.flatnonzero(words[nonzero].view(np.bool_))
+    return nonzero[sub >> 3] * 8 + (sub & 7)
+
+
+def runs_above(values: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Runs where values > threshold as (first index, one past last index) arrays: what
+    `edges(values > threshold)` gives, in one chunked pass without the whole-trace mask."""
+    n = values.size
+    chunk = min(RUN_CHUNK, n)
+    state = np.zeros(chunk + 1, dtype=bool)     # state[0]: was the sample before the chunk above?
+    flips = np.zeros(-(-chunk // 8) * 8, dtype=bool)
+    parts: list[np.ndarray] = []
+    for i in range(0, n, chunk):
+        c = values[i:i + chunk]
+        m = c.size
+        above = state[1:m + 1]
+        np.greater(c, threshold, out=above)
+        np.not_equal(above, state[:m], out=flips[:m])   # sample i+j starts or ends a run
+        flips[m:] = False
+        found = sparse_flatnonzero(flips)
+        if found.size:
+            parts.append(found + i)
+        state[0] = above[m - 1]
+    change = np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
+    if state[0]:                                 # still above at the end
+        change = np.append(change, n)
+    return change[0::2], change[1::2]
+
+
 def edges(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Runs of True in `mask` as (first index, one past last index) arrays, found with np.diff."""
     change = np.flatnonzero(np.diff(mask)) + 1       # np.diff of bools: True where it flips
@@ -119,34 +165,66 @@ def trapezoid_weights(time: np.ndarray) -> np.ndarray:
 
 
 class _Runs:
-    """Reduce a sample array over each run [start, end) of True in `mask` with `ufunc.reduceat`.
+    """Reduce an array of `n` samples over each run [start, end) with `ufunc.reduceat`.
 
     When the runs cover less than half the trace, the run samples are packed first, so the
-    reduction reads only them instead of every gap between them too.
+    reduction reads only them instead of every gap between them too. How, depends on the runs:
+    runs of about the same length (pulses usually are) are copied whole as equal rows of a
+    window view, a row per run padded to the longest (numpy copies them; the reduction skips
+    the padding); other long runs by joining slices (a Python step per run); short ones by
+    gathering at an index of every run sample.
     """
 
-    def __init__(self, mask: np.ndarray, start: np.ndarray, end: np.ndarray) -> None:
-        self.start, self.end = start, end
+    def __init__(self, n: int, start: np.ndarray, end: np.ndarray) -> None:
+        self.start, self.end, self.n = start, end, n
         lengths = end - start
-        self.packed = 2 * int(lengths.sum()) < mask.size
-        if self.packed:
-            self.index = np.cumsum(lengths) - lengths     # where each run starts once packed
-            # sample index of every run sample: cheaper to gather by than to re-scan the mask
-            self.take = np.arange(int(lengths.sum())) + np.repeat(start - self.index, lengths)
+        total = int(lengths.sum())
+        self.rows = 0                             # run row width when packed as rows
+        self.first: np.ndarray | None = None      # first sample of each row
+        self.slices: list[slice] | None = None
+        self.take: np.ndarray | None = None
+        self.packed = 2 * total < n
+        if not self.packed:
+            self._interleave(start, end, n)
+            return
+        width = int(lengths.max())
+        if width * start.size <= PADDED_ROWS * total:
+            self.rows = width
+            self.first = np.minimum(start, n - width)      # rows stay inside the array
+            at = start - self.first + np.arange(start.size) * width
+            self._interleave(at, at + lengths, width * start.size)
+            return
+        self.index = np.cumsum(lengths) - lengths     # where each run starts once packed
+        self.every = 1
+        if total >= SLICED_RUNS * start.size:
+            self.slices = list(map(slice, start.tolist(), end.tolist()))
         else:
-            self.index = np.empty(2 * start.size, dtype=np.intp)
-            self.index[0::2], self.index[1::2] = start, end
-            if self.index[-1] == mask.size:   # reduceat runs the last index to the end by itself
-                self.index = self.index[:-1]
+            self.take = np.arange(total) + np.repeat(start - self.index, lengths)
+
+    def _interleave(self, start: np.ndarray, end: np.ndarray, size: int) -> None:
+        """reduceat indices start0, end0, start1, ... (every other result is a gap)."""
+        self.index = np.empty(2 * start.size, dtype=np.intp)
+        self.index[0::2], self.index[1::2] = start, end
+        if self.index[-1] == size:   # reduceat runs the last index to the end by itself
+            self.index = self.index[:-1]
+        self.every = 2
 
     def pack(self, values: np.ndarray) -> np.ndarray:
         """What `reduce` wants: only the run samples when packing pays, else all of them."""
-        return values.take(self.take) if self.packed else values
+        if self.first is not None:
+            step = values.strides[0]
+            windows = np.lib.stride_tricks.as_strided(
+                values, shape=(self.n - self.rows + 1, self.rows), strides=(step, step),
+                writeable=False)
+            return windows[self.first].ravel()
+        if self.slices is not None:
+            return np.concatenate(list(map(values.__getitem__, self.slices)))
+        return values if self.take is None else values.take(self.take)
 
     def reduce(self, ufunc: np.ufunc, packed: np.ndarray) -> np.ndarray:
         """`ufunc` over each run of `pack(values)`."""
         result = ufunc.reduceat(packed, self.index)
-        return result if self.packed else result[0::2]
+        return result if self.every == 1 else result[0::2]
 
     def integral(self, values: np.ndarray, dt: float | None, weights: np.ndarray | None,
                  packed: np.ndarray | None = None) -> np.ndarray:
@@ -174,13 +252,12 @@ def find_pulses(time: np.ndarray, current: np.ndarray, threshold: float, *, min_
     `dt` is the uniform time step, or None with `weights` (see `trapezoid_weights`) otherwise.
     `voltage` is a constant (energy = V * charge) or an array; then `power` must be I*V.
     """
-    mask = current > threshold
-    start, end = edges(mask)
+    start, end = runs_above(current, threshold)
     if start.size == 0:
         empty = np.zeros(0)
         return Pulses(empty, empty, empty, empty, empty, start, end)
     t_start, t_end = edge_times(time, start, end)
-    runs = _Runs(mask, start, end)
+    runs = _Runs(current.size, start, end)
     packed = runs.pack(current)
     charge = runs.integral(current, dt, weights, packed)
     energy = float(voltage) * charge if power is None else runs.integral(power, dt, weights)

@@ -2,11 +2,14 @@
 
 Pure codec shared by the Otii simulator (server side) and by tests and thin readers (client
 side): line framing, message builders, the error-reply shapes the vendor client reads (spec §6),
-and a fast path for the large analog-data replies. No sockets, no threads: bytes in, values out.
+and fast paths for the large analog-data replies: writing them (`format_numbers`) and reading
+them (`decode_values`, `parse_numbers`). No sockets, no threads: bytes in, values out.
 """
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -340,3 +343,222 @@ def analog_reply(cmd: str, trans_id: Any, timestamp: float, interval: float, num
         b',"data":{"data_type":"analog","timestamp":', repr(float(timestamp)).encode(),
         b',"interval":', repr(float(interval)).encode(), b',"values":[', numbers, b"]}}",
         line_end))
+
+
+# ------------------------------------------------------------------------------- bulk data: reading
+VALUES_KEY = b'"values":['
+#: Numbers read per step of the fast path (its temporaries stay small: no page faults).
+PARSE_BLOCK = 8192
+#: Longest number the fast path reads (longer ones go through json.loads).
+PARSE_MAX_WIDTH = 32
+#: Numbers of a block that may differ from its shapes and be read one by one.
+PARSE_STRAYS = 64
+_SHAPES_PER_BLOCK = 3
+_NUMBER = re.compile(rb"(-?)([0-9]+)(?:\.([0-9]+))?(?:[eE]([+-]?)([0-9]+))?")
+_EXACT_POW10 = 10.0 ** np.arange(23)            # every power of ten a double holds exactly
+
+
+def decode_values(line: bytes, where: str = "") -> tuple[dict[str, Any], bytes | None]:
+    """A reply line parsed except for the `data.values` array: (message with that array
+    emptied, the text between its brackets) for `parse_numbers`. Lines without such an array
+    (errors, other commands, unusual spacing) come back whole: (message, None).
+
+    The cut is proven right, not assumed: the rest must parse as JSON with `data.values` == [].
+    """
+    i = line.rfind(VALUES_KEY)
+    j = line.rfind(b"]")
+    if i >= 0 and j >= i + len(VALUES_KEY):
+        head = line[:i + len(VALUES_KEY)] + line[j:]
+        try:
+            msg = json.loads(head)
+        except (ValueError, UnicodeDecodeError):
+            msg = None
+        if (isinstance(msg, dict) and isinstance(msg.get("data"), dict)
+                and msg["data"].get("values") == []):
+            return msg, line[i + len(VALUES_KEY):j]
+    return decode(line, where=where), None
+
+
+def parse_numbers(text: bytes, out: np.ndarray | None = None, *, field: str = "values",
+                  where: str = "") -> np.ndarray:
+    """The JSON numbers of `text`, the inside of a JSON array (`1,-2.5e-3,0`), as float64:
+    exactly what json.loads and float() make of them. Written into `out` when given (its size
+    must match). Anything but numbers (NaN and Infinity included) raises a ProtocolError
+    naming `field`.
+
+    Fast path, for numbers of one width (what the simulator and printf-style servers send):
+    a block of numbers becomes a byte matrix, one row per character position; the shape of one
+    number (sign, digits, point, exponent) is checked against every row at once and the values
+    computed from the digit rows. Each value is mantissa * 10**e, or mantissa / 10**-e, with an
+    integer mantissa below 2**53 and |e| <= 22: both are exact doubles, so the one rounding is
+    the correctly rounded result, as float() gives (Clinger's fast path). Numbers outside that
+    are read one by one; other text goes through json.loads.
+    """
+    values = _fixed_width_numbers(text, out)
+    if values is None:
+        values = _json_numbers(text, field, where)
+    if out is not None and values is not out:
+        if values.size != out.size:
+            raise ProtocolError(f"Otii sent {values.size} {field}, expected {out.size}",
+                                field=field, where=where)
+        out[...] = values
+        return out
+    return values
+
+
+def _json_numbers(text: bytes, field: str, where: str) -> np.ndarray:
+    """The exact, slow reading: json.loads, then every item must be a number."""
+    def no_constants(name: str) -> float:
+        raise ValueError(f"{name} is not a JSON number")
+
+    try:
+        items = json.loads(b"[" + bytes(text) + b"]", parse_constant=no_constants)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"Otii sent {field} that are not a JSON array of numbers ({exc}): "
+                            f"{bytes(text[:80])!r}", field=field, where=where) from None
+    return numbers_array(items, field, where)
+
+
+def numbers_array(items: list[Any], field: str = "values", where: str = "") -> np.ndarray:
+    """A decoded JSON list as float64; anything but finite numbers is a ProtocolError."""
+    for k, item in enumerate(items):
+        if _finite(item) is None:
+            shown = repr(item) if len(repr(item)) <= 40 else repr(item)[:37] + "..."
+            raise ProtocolError(f"Otii sent {field} with {json_type(item)} {shown} at index "
+                                f"{k}, not a finite number", field=field, where=where)
+    return np.array(items, dtype=np.float64)
+
+
+def _finite(item: Any) -> float | None:
+    """float(item) for a finite JSON number (bool is no number), else None."""
+    if type(item) not in (int, float):
+        return None
+    try:
+        value = float(item)
+    except OverflowError:                       # an integer beyond any double
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _fixed_width_numbers(text: bytes, out: np.ndarray | None) -> np.ndarray | None:
+    """The fast path of `parse_numbers`, or None when `text` is not for it."""
+    n = len(text)
+    if n == 0:
+        return np.zeros(0)
+    w = text.find(b",")
+    w = n if w < 0 else w
+    if not 1 <= w <= PARSE_MAX_WIDTH or (n + 1) % (w + 1):
+        return None
+    count = (n + 1) // (w + 1)
+    if out is not None and out.size != count:
+        return None                                  # the caller reports the count
+    b = np.frombuffer(text, dtype=np.uint8)
+    if count > 1 and not np.all(b[w::w + 1] == 44):  # a comma after every number
+        return None
+    rows = np.lib.stride_tricks.as_strided(b, shape=(w, count), strides=(1, w + 1),
+                                           writeable=False)
+    values = np.empty(count) if out is None else out
+    for i in range(0, count, PARSE_BLOCK):
+        block = np.ascontiguousarray(rows[:, i:i + PARSE_BLOCK])
+        size = block.shape[1]
+        pending: np.ndarray | None = None           # rows still to read; None: all of them
+        for _ in range(_SHAPES_PER_BLOCK):
+            # the shape: of the middle number (first and last are likelier to be odd ones)
+            k = i + (size // 2 if pending is None else int(pending[pending.size // 2]))
+            shaped = _shaped_numbers(block, text[k * (w + 1):k * (w + 1) + w])
+            if shaped is None:
+                break
+            got, ok = shaped
+            if pending is None:                     # all at once; misfits are read again
+                values[i:i + size] = got
+                pending = np.flatnonzero(~ok)
+                block = block[:, pending]
+            else:
+                values[i + pending] = got
+                pending, block = pending[~ok], block[:, ~ok]
+            if pending.size <= PARSE_STRAYS // 4:
+                break
+        if pending is None or pending.size > PARSE_STRAYS:
+            return None
+        for k in (i + pending).tolist():             # strays: one by one, exactly
+            number = _one_number(text[k * (w + 1):k * (w + 1) + w])
+            if number is None:
+                return None
+            values[k] = number
+    return values
+
+
+def _one_number(token: bytes) -> float | None:
+    try:
+        item = json.loads(token, parse_constant=lambda name: None)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return _finite(item)
+
+
+def _shaped_numbers(chars: np.ndarray, token: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    """(values, ok) for the numbers in the columns of `chars` (a row per character position),
+    ok where a number has the shape of `token` (its sign may differ) and the fast path's exact
+    range. None when `token` is no JSON number or has more digits than the fast path takes."""
+    shape = _NUMBER.fullmatch(token)
+    if shape is None:
+        return None
+    minus, whole, frac, exp_sign, exp = shape.groups()
+    width, m = chars.shape
+    ints = len(minus) + len(whole)                   # rows of sign and integer digits
+    fracs = -1 if frac is None else len(frac)
+    digits = ints + max(fracs, 0)
+    if digits > 18 or (exp is not None and len(exp) > 4):
+        return None
+    d = chars - np.uint8(48)                         # digit values (other bytes wrap past 9)
+    neg = chars[0] == 45
+    ok = (d[1:ints] < 10).all(axis=0)
+    if ints >= 2:          # a minus sign takes the place of the first digit
+        ok &= neg | (d[0] < 10)
+        # JSON: an integer part of several digits does not start with 0
+        ok &= ~((d[0] == 0) | (neg & (d[1] == 0) & (ints > 2)))
+    else:
+        ok &= d[0] < 10
+    mantissa = d[0].astype(np.int64)
+    mantissa[neg] = 0
+    for r in range(1, ints):
+        mantissa *= 10
+        mantissa += d[r]
+    row = ints
+    if fracs >= 0:
+        ok &= chars[row] == 46
+        ok &= (d[row + 1:row + 1 + fracs] < 10).all(axis=0)
+        for r in range(row + 1, row + 1 + fracs):
+            mantissa *= 10
+            mantissa += d[r]
+        row += 1 + fracs
+    scale = np.full(m, -max(fracs, 0), dtype=np.int64)
+    if exp is not None:
+        ok &= (chars[row] | 32) == 101                # e or E
+        row += 1
+        exp_neg = None
+        if exp_sign:
+            exp_neg = chars[row] == 45
+            ok &= exp_neg | (chars[row] == 43)
+            row += 1
+        ok &= (d[row:row + len(exp)] < 10).all(axis=0)
+        power = d[row].astype(np.int64)
+        for r in range(row + 1, row + len(exp)):
+            power *= 10
+            power += d[r]
+        if exp_neg is not None:
+            np.negative(power, out=power, where=exp_neg)
+        scale += power
+        row += len(exp)
+    if row != width:
+        return None
+    ok &= (scale >= -22) & (scale <= 22)
+    if digits > 15:
+        ok &= mantissa < 1 << 53
+    np.clip(scale, -22, 22, out=scale)
+    values = mantissa * _EXACT_POW10[np.maximum(scale, 0)]
+    values /= _EXACT_POW10[np.maximum(-scale, 0)]
+    np.negative(values, out=values, where=neg)
+    if fracs < 0 and exp is None:                    # json reads an integer: -0 is 0
+        values[neg & (mantissa == 0)] = 0.0
+    return values, ok
