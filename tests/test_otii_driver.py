@@ -25,19 +25,6 @@ from hil.sim.otii_device import DeviceInfo
 from hil.sim.otii_server import OtiiServer
 
 
-@pytest.fixture
-def dut() -> Iterator[VirtualDut]:
-    d = VirtualDut()
-    yield d
-    d.close()
-
-
-@pytest.fixture
-def sim(dut: VirtualDut) -> Iterator[OtiiServer]:
-    with OtiiServer(dut) as server:
-        yield server
-
-
 def config(sim: OtiiServer, **kw) -> OtiiConfig:
     kw.setdefault("connect_timeout", 2.0)
     return OtiiConfig(host=sim.host, port=sim.port, **kw)

@@ -10,7 +10,6 @@ import json
 import math
 import socket
 import time
-from collections.abc import Iterator
 
 import pytest
 from otii_tcp_client.otii_client import LicensingMode, OtiiClient, OtiiClientException
@@ -19,19 +18,6 @@ from otii_tcp_client.otii_exception import Otii_Exception
 from hil.protocols import otii_json as oj
 from hil.sim.dut import VirtualDut
 from hil.sim.otii_server import OtiiServer
-
-
-@pytest.fixture
-def dut() -> Iterator[VirtualDut]:
-    d = VirtualDut()
-    yield d
-    d.close()
-
-
-@pytest.fixture
-def sim(dut: VirtualDut) -> Iterator[OtiiServer]:
-    with OtiiServer(dut) as server:
-        yield server
 
 
 @pytest.fixture(autouse=True)

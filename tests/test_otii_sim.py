@@ -6,7 +6,6 @@ import math
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -15,19 +14,6 @@ from otii_tcp_client.otii_exception import Otii_Exception
 
 from hil.sim.dut import VirtualDut
 from hil.sim.otii_server import OtiiServer
-
-
-@pytest.fixture
-def dut() -> Iterator[VirtualDut]:
-    d = VirtualDut()
-    yield d
-    d.close()
-
-
-@pytest.fixture
-def sim(dut: VirtualDut) -> Iterator[OtiiServer]:
-    with OtiiServer(dut) as server:
-        yield server
 
 
 @pytest.fixture
