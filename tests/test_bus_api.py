@@ -2,8 +2,11 @@
 UART), a loopback TCP socket, and pyserial's loop://. The test plays the device's side."""
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import struct
+import termios
 import threading
 import time
 import tty
@@ -135,6 +138,7 @@ def test_expect_a_list_reports_which_pattern_matched(bus: Bus, device: Device) -
 
 
 def test_a_value_split_across_writes_is_not_cut_short(bus: Bus, device: Device) -> None:
+    bus.settle = WAIT                     # the rest comes "a little later": never too late
     device.send(b"value=12")
     waiter = threading.Timer(0.02, device.send, [b"345\r\n"])   # the rest, a little later
     waiter.start()
@@ -312,3 +316,66 @@ def test_modem_lines_and_break_on_a_serial_url() -> None:
         bus.set_rts(True)
         bus.send_break(0.01)
         assert bus.port.dtr is False and bus.port.rts is True
+
+
+# ------------------------------------------------------------------ readers and floods
+def test_a_flood_arrives_whole_and_in_order(bus: Bus, device: Device) -> None:
+    lines = b"".join(b"log %06d lorem ipsum dolor sit amet\r\n" % i for i in range(30_000))
+    sender = threading.Thread(target=device.send, args=(lines + b"END\r\n",))
+    sender.start()
+    m = bus.expect(r"END\r\n", timeout=30)
+    sender.join(WAIT)
+    assert m.start == len(lines) and m.before_bytes == lines
+
+
+def test_two_threads_waiting_on_one_bus_both_get_their_answer(bus: Bus,
+                                                              device: Device) -> None:
+    results: dict[str, str] = {}
+
+    def wait_for(word: str) -> None:
+        results[word] = bus.expect(rf"({word})", timeout=WAIT).group(1)
+    first = threading.Thread(target=wait_for, args=("alpha",))
+    first.start()
+    time.sleep(0.02)                      # the first waits (and reads) before the second
+    device.send(b"alpha\r\n")
+    first.join(WAIT)
+    second = threading.Thread(target=wait_for, args=("beta",))
+    second.start()
+    time.sleep(0.02)
+    device.send(b"beta\r\n")
+    second.join(WAIT)
+    assert results == {"alpha": "alpha", "beta": "beta"}
+
+
+def test_socket_urls_work_through_serial_bus() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        bus = SerialBus(f"socket://127.0.0.1:{server.getsockname()[1]}", timeout=WAIT)
+        conn, _ = server.accept()
+    with bus, conn:
+        conn.sendall(b"hello from socket://\r\n")
+        assert bus.expect(r"hello from (\S+)").group(1) == "socket://"
+        bus.writeline("ack")
+        assert conn.recv(16) == b"ack\n"
+
+
+def test_drain_sees_output_that_arrived_just_now(link: PtyLink | TcpLink) -> None:
+    """Right after an expect the reader thread steps aside; drain (and so query) must still
+    discard output already waiting in the kernel."""
+    bus, device, stale = link.bus, link.device, b"stale: awake\r\n"
+    for i in range(20):
+        device.send(b"ready %d\r\n" % i)
+        bus.expect(r"ready (\d+)\r\n")
+        before = bus.received
+        device.send(stale)
+        wait_until(lambda: bus.received - before + waiting(bus_fd(bus)) >= len(stale),
+                   "the stale line reached the bus's side")
+        assert bus.drain() == stale
+
+
+def waiting(fd: int) -> int:
+    """Bytes the kernel holds for `fd`, not yet read."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def bus_fd(bus: Bus) -> int:
+    return bus.port.fd if isinstance(bus, SerialBus) else bus._transport.sock.fileno()

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from hil.buses import Bus, SerialBus, TcpBus
-from hil.errors import BusConnectError, ConnectionLost, PatternError
+from hil.errors import BusConnectError, BusTimeout, ConnectionLost, PatternError
 
 WAIT = 5.0
 MiB = 1 << 20
@@ -127,3 +127,21 @@ def test_close_stops_the_reader_thread() -> None:
     while reader.is_alive():
         assert time.monotonic() < deadline
         time.sleep(0.01)
+
+
+def test_writing_to_a_peer_that_does_not_read_times_out() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        bus = TcpBus("127.0.0.1", server.getsockname()[1], timeout=0.2)
+        conn, _ = server.accept()
+    master, slave = os.openpty()
+    serial_bus = SerialBus(os.ttyname(slave), timeout=0.2)
+    try:
+        for stuck in (bus, serial_bus):
+            with pytest.raises(BusTimeout, match=r"timed out after 0.2 s writing .* not reading"):
+                stuck.write(b"x" * (64 * MiB))
+    finally:
+        bus.close()
+        serial_bus.close()
+        conn.close()
+        os.close(slave)
+        os.close(master)

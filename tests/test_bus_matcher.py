@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from hil.buses.buffer import ReceiveBuffer
 from hil.buses.matcher import (MAX_MATCH, Found, Search, check_encoding, compile_pattern,
-                               compile_patterns, decode, find_literal)
+                               compile_patterns, decode, find_literal, rarest)
 from hil.errors import PatternError
 
 
@@ -19,8 +19,8 @@ def feed(chunks: list[bytes], patterns: object, *, exact: bool = False, encoding
     """Append chunks one by one, stepping the search after each, like the bus does; at the end
     step once more with final=True (end of stream). Returns (result, per-step results, buffer)."""
     buf = ReceiveBuffer()
-    search = Search(compile_patterns(patterns, exact, encoding), 0, max_match=max_match,  # type: ignore[arg-type]
-                    encoding=encoding)
+    compiled = compile_patterns(patterns, exact, encoding)  # type: ignore[arg-type]
+    search = Search(compiled, 0, max_match=max_match, encoding=encoding)
     steps: list[Found | None] = []
     for i, chunk in enumerate(chunks):
         buf.append(chunk, float(i))
@@ -170,12 +170,15 @@ def test_any_split_of_the_stream_finds_the_same_match(data: st.DataObject) -> No
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=60), st.binary(min_size=1, max_size=6), st.data())
 def test_find_literal_is_bytes_find(hay: bytes, needle: bytes, data: st.DataObject) -> None:
-    """The rare-byte shortcut finds exactly what bytes.find finds, in any range."""
+    """The rare-byte shortcut finds exactly what bytes.find finds, in any range (long
+    stretches of near misses included)."""
     hay = hay.replace(b"\x00", needle[:1]) + needle * data.draw(st.integers(0, 2))
+    hay = (needle[:-1] + b"x") * data.draw(st.integers(0, 3000)) + hay
     lo = data.draw(st.integers(0, len(hay)))
     hi = data.draw(st.integers(lo, len(hay)))
-    assert find_literal(hay, needle, lo, hi) == hay.find(needle, lo, hi)
-    assert find_literal(bytearray(hay), needle, lo, hi) == hay.find(needle, lo, hi)
+    for j in {0, rarest(needle)}:
+        assert find_literal(hay, needle, lo, hi, j) == hay.find(needle, lo, hi)
+        assert find_literal(bytearray(hay), needle, lo, hi, j) == hay.find(needle, lo, hi)
 
 
 # ------------------------------------------------------------------ text rule

@@ -5,8 +5,8 @@ watchers, the transcript) reads it while holding `lock`; `changed` (a Condition 
 is notified after each commit and at the end of the stream.
 
 Memory is bounded: the bytes live in `data[:used]`, one anonymous memory map of `retention`
-bytes (the OS supplies pages as they are first written, huge pages where it can). When it is
-full, the oldest three
+bytes (the OS supplies pages as they are first written, huge pages where it can; the maps of
+buffers that are gone are reused). When it is full, the oldest three
 quarters are dropped (`dropped` counts them) and the newest quarter is moved to the front, so a
 flood costs a third of a copy per byte, in warm memory. Offsets keep counting from the first
 byte ever received.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import mmap
 import threading
+import weakref
 from array import array
 
 DEFAULT_RETENTION = 16 * 1024 * 1024
@@ -25,6 +26,39 @@ HUGE_PAGE = 2 * 1024 * 1024
 #: arrival-time index (stamped with the latest arrival), so a serial line trickling one byte
 #: per read cannot grow the index faster than 1000 entries a second.
 TIME_RESOLUTION = 0.001
+
+
+_spare: dict[int, list[mmap.mmap]] = {}    # maps of buffers gone, by size, ready for reuse
+_spare_lock = threading.Lock()
+MAX_SPARE = 2
+
+
+def _new_map(size: int) -> mmap.mmap:
+    """A map of `size` bytes: a spare one (its pages already there), else a new one."""
+    with _spare_lock:
+        if _spare.get(size):
+            return _spare[size].pop()
+    data = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if size >= HUGE_PAGE and hasattr(mmap, "MADV_HUGEPAGE"):
+        try:                            # 2 MiB pages: 512x fewer page faults in a flood
+            data.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:
+            pass
+    return data
+
+
+def _recycle(data: mmap.mmap) -> None:
+    """Keep the map of a buffer nobody references any more, for the next bus (a suite that
+    opens a bus per test then does not fault in 16 MiB each time)."""
+    with _spare_lock:
+        spares = _spare.setdefault(len(data), [])
+        if len(spares) < MAX_SPARE:
+            spares.append(data)
+            return
+    try:
+        data.close()
+    except BufferError:                 # still exported somewhere: the GC frees it later
+        pass
 
 
 class ReceiveBuffer:
@@ -39,12 +73,8 @@ class ReceiveBuffer:
         if retention < MIN_RETENTION:
             raise ValueError(f"retention must be at least {MIN_RETENTION} bytes, got {retention}")
         self.retention = retention
-        self.data = mmap.mmap(-1, retention, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        if retention >= HUGE_PAGE and hasattr(mmap, "MADV_HUGEPAGE"):
-            try:                        # 2 MiB pages: 512x fewer page faults in a flood
-                self.data.madvise(mmap.MADV_HUGEPAGE)
-            except OSError:
-                pass
+        self.data = _new_map(retention)
+        weakref.finalize(self, _recycle, self.data)
         self.used = 0
         self.base = 0                   # absolute offset of data[0] == bytes dropped so far
         self.lock = threading.RLock()

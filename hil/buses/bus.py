@@ -1,9 +1,15 @@
 """`Bus`: a byte stream (serial port, TCP socket) with expect, one API over every transport.
 
 One reader thread per bus moves bytes from the transport into a ReceiveBuffer (absolute
-offsets, arrival times, bounded). Every read call waits on that buffer and consumes what it
-returns: a read cursor moves past each match, so the next expect looks only at later bytes.
-Matching rules (look-back, end of data, text decoding) are described in `hil.buses.matcher`.
+offsets, arrival times, bounded), records them in the transcript and checks the watchers.
+Every read call waits on that buffer and consumes what it returns: a read cursor moves past
+each match, so the next expect looks only at later bytes. Matching rules (look-back, end of
+data, text decoding) are described in `hil.buses.matcher`.
+
+Latency: a caller waiting in expect reads the transport itself when it can (one reader at a
+time, `_read_lock`), doing exactly what the reader thread would; the reader thread then keeps
+out of the way for `STEP_ASIDE`. Bytes thus reach the caller without a thread switch, which on
+a VM costs more than everything else in a write-to-match round trip.
 
 Errors: `BusTimeout` (what was awaited, for how long, the tail of what did arrive),
 `ConnectionLost` (peer closed or the reader failed: at once, not at the timeout),
@@ -28,10 +34,13 @@ from hil.buses.transcript import Transcript, escape
 from hil.errors import BusError, BusTimeout, ConnectionLost, PatternError, WatcherTriggered
 
 T = TypeVar("T")
-CHUNK = 256 * 1024          # largest single read from a transport
+CHUNK = 256 * 1024          # most bytes read from a transport in one go
+BIG_READ = 4000             # a read this big suggests a flood: more bytes are waiting
 TAIL = 200                  # bytes of received data an error message shows
 SETTLE = 0.05               # see matcher: a deferred match is taken after this much silence
 MAX_HITS = 1000             # watcher hits kept per bus
+STEP_ASIDE = 0.05           # the reader thread pauses this long after a caller read directly
+CATCH_UP = 0.5              # drain waits at most this long for a read in progress
 _DEFERRED = object()        # a step found a match that more bytes could still change
 
 
@@ -49,8 +58,8 @@ class Transport(Protocol):
         """Like `wait`, for at most `timeout` seconds (a caller's wait; only if `direct`)."""
 
     def read_into(self, room: memoryview) -> int | None:
-        """Without blocking, copy what arrived into `room`: the count; 0 at end of stream;
-        None if nothing arrived."""
+        """Copy what arrived into `room` (after a positive wait: without blocking for long):
+        the count; 0 at end of stream; None if nothing arrived."""
 
     def write(self, data: bytes, timeout: float) -> None:
         """Write all of `data` (TimeoutError if it cannot within `timeout`)."""
@@ -76,6 +85,8 @@ class FdWaiter:
             poll.register(fd, select.POLLIN | select.POLLPRI)
             poll.register(self._r, select.POLLIN)
             self._polls.append(poll)
+        self._out = select.poll()
+        self._out.register(fd, select.POLLOUT)
 
     def wait(self, timeout: float | None = None) -> bool:
         """True when the fd is readable (or hung up); False when woken or timed out."""
@@ -84,6 +95,10 @@ class FdWaiter:
         else:
             events = self._polls[1].poll(max(0, int(timeout * 1000 + 0.999)))
         return bool(events) and all(fd != self._r for fd, _ in events)
+
+    def writable(self, timeout: float) -> bool:
+        """Wait at most `timeout` seconds until the fd can take more bytes (one writer)."""
+        return bool(self._out.poll(max(0, int(timeout * 1000 + 0.999))))
 
     def hung_up(self) -> bool:
         """True if the fd reports a hang-up or an error right now."""
@@ -235,6 +250,9 @@ class Bus:
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()     # held by whoever reads the transport
         self._closing = False
+        self._stop = threading.Event()          # set at close
+        self._direct_at = float("-inf")         # when a caller last read the transport
+        self._want_read = False                 # a waiting caller would read if it could
         self._reader = threading.Thread(target=self._read_loop, daemon=True,
                                         name=f"hil-bus-reader {self.name}")
         self._reader.start()
@@ -304,8 +322,8 @@ class Bus:
     def expect_exact(self, literal: str | bytes | Sequence[str | bytes],
                      timeout: float | None = None) -> Match:
         """Like `expect`, for literal text or bytes (no regex syntax)."""
-        return self._search(compile_patterns(literal, True, self.encoding),  # type: ignore[arg-type]
-                            timeout)
+        patterns = compile_patterns(literal, True, self.encoding)  # type: ignore[arg-type]
+        return self._search(patterns, timeout)
 
     def query(self, data: bytes | str, expect: PatternLike | Sequence[PatternLike],
               timeout: float | None = None, *, exact: bool = False) -> Match:
@@ -313,7 +331,9 @@ class Bus:
         (it stays in the transcript), so an old line cannot answer a new question."""
         self.drain()
         self.write(data)
-        return self.expect_exact(expect, timeout) if exact else self.expect(expect, timeout)  # type: ignore[arg-type]
+        if exact:
+            return self.expect_exact(expect, timeout)  # type: ignore[arg-type]
+        return self.expect(expect, timeout)
 
     def lines(self, timeout: float | None = None) -> Iterator[str]:
         """Yield each received line (decoded, line ending removed) until `timeout` seconds
@@ -329,11 +349,12 @@ class Bus:
                 if rest:
                     yield decode(rest, self.encoding)
                 return
-            yield decode(line[:-2] if line.endswith(b"\r\n") else line[:-1],  # type: ignore[arg-type]
-                         self.encoding)
+            end = -2 if line.endswith(b"\r\n") else -1  # type: ignore[arg-type]
+            yield decode(line[:end], self.encoding)  # type: ignore[arg-type]
 
     def drain(self) -> bytes:
         """Discard and return everything received but not read yet."""
+        self._catch_up()
         with self.buffer.lock:
             self._raise_watcher_hit()
             start, self._cursor = self._start(), self.buffer.end
@@ -350,9 +371,9 @@ class Bus:
     def fail_on(self, pattern: PatternLike, *, exact: bool = False) -> Watcher:
         """Fail the test whenever `pattern` appears from now on ("panic", "assert failed").
 
-        Checked on every chunk by the reader thread: a hit is recorded in `watcher_hits` and
-        makes the next (or the waiting) bus call raise WatcherTriggered; `check_watchers()`
-        raises it if no call did.
+        Checked on every chunk as it is read (by the reader thread, or by a waiting caller):
+        a hit is recorded in `watcher_hits` and makes the next (or the waiting) bus call raise
+        WatcherTriggered; `check_watchers()` raises it if no call did.
         """
         compiled = compile_pattern(pattern, exact, self.encoding)
         with self.buffer.lock:
@@ -368,6 +389,7 @@ class Bus:
     def check_watchers(self) -> None:
         """Raise WatcherTriggered for a hit no bus call has raised yet (the plugin calls this
         after each test)."""
+        self._catch_up()
         with self.buffer.lock:
             self._raise_watcher_hit()
 
@@ -396,6 +418,7 @@ class Bus:
         if self._closing:
             return
         self._closing = True
+        self._stop.set()
         self._transport.wake()
         self._reader.join(timeout=2.0)
         with self._read_lock:
@@ -415,12 +438,17 @@ class Bus:
         transport, error, more = self._transport, None, False
         try:
             while not self._closing and not self.buffer.closed:
-                # After a big chunk, more is likely there: read on at once, so this read runs
-                # while a caller searches the last chunk. Otherwise wait in poll first.
+                rest = self._direct_at + STEP_ASIDE - time.monotonic()
+                if rest > 0:            # callers read the transport themselves: keep out of
+                    self._stop.wait(rest)   # their way (waking here would cost them the GIL)
+                    continue
+                # After a big chunk, more is likely there: read on at once. Else poll first.
                 if more or transport.wait():
                     with self._read_lock:       # a caller may be reading: let it finish
                         count = self._read_into_buffer()
                         self._take(count)
+                        if self._want_read:     # a caller wants to read: step aside after this
+                            self._want_read, self._direct_at = False, time.monotonic()
                     more = (count or 0) >= CHUNK // 2
         except BaseException as exc:  # noqa: BLE001 - surfaced by the next bus call
             error = exc
@@ -428,7 +456,9 @@ class Bus:
             self.buffer.close(error)
 
     def _read_into_buffer(self) -> int | None:
-        """One read straight into the buffer's free room (hold `_read_lock`)."""
+        """One read straight into the buffer's free room (hold `_read_lock`). (Reading on
+        while more is there, to search bigger batches, measured slower on a pty: the kernel
+        then hands out its data in smaller pieces.)"""
         with self.buffer.reserve(CHUNK) as room:
             return self._transport.read_into(room)
 
@@ -448,10 +478,29 @@ class Bus:
                 self._check_watchers()
             self.buffer.changed.notify_all()
 
+    def _catch_up(self) -> None:
+        """Read what already arrived, now (the reader thread may be stepping aside, or be
+        committing a read: wait for that)."""
+        transport = self._transport
+        if transport.direct and self._read_lock.acquire(timeout=CATCH_UP):
+            try:
+                for _ in range(64):                 # bounded: a flood does not hold us here
+                    if self._closing or self.buffer.closed or not transport.wait_for(0):
+                        break
+                    count = self._read_into_buffer()
+                    self._take(count)
+                    if not count:
+                        break
+            except Exception as exc:  # noqa: BLE001 - kept like the reader thread's errors
+                self.buffer.close(exc)
+            finally:
+                self._read_lock.release()
+
     def _read_here(self, seconds: float) -> None:
         """Read the transport in this (waiting) thread, for at most `seconds`; hold
         `buffer.lock` and `_read_lock`."""
         buffer, count = self.buffer, None
+        self._direct_at = time.monotonic()
         try:
             buffer.lock.release()
             try:
@@ -528,15 +577,17 @@ class Bus:
                 consume: Callable[[Found], T] | None = None) -> T:
         """Wait for the leftmost match of `patterns` after the cursor; `consume` it (default:
         into a Match)."""
+        buffer = self.buffer
+        with buffer.lock:           # often the answer is here already: take the short way
+            search = Search(patterns, self._start(), self.max_match, self.encoding)
+            if not (self._unraised or self._closing):
+                found = search.step(buffer, buffer.closed)
+                if found is not None and not found.deferred:
+                    return consume(found) if consume else self._match(found, patterns)
         take = consume or (lambda found: self._match(found, patterns))
-        search: Search | None = None
 
         def step(final: bool) -> object:
-            nonlocal search
-            if search is None:      # the first step, under the lock: start at the cursor
-                search = Search(patterns, self._start(), max_match=self.max_match,
-                                encoding=self.encoding)
-            found = search.step(self.buffer, final)
+            found = search.step(buffer, final)
             if found is None or found.deferred:
                 return _DEFERRED if found else None
             return take(found)
@@ -587,13 +638,15 @@ class Bus:
                                        f"{what()}")
                     if direct and not reading:
                         reading = self._read_lock.acquire(blocking=False)
+                        self._want_read = not reading   # asks the reader thread to step aside
                     if reading:
                         self._read_here(left)
                     else:
                         buffer.changed.wait(left)
             finally:
-                if reading:
+                if reading:                     # another waiting caller may read now
                     self._read_lock.release()
+                    buffer.changed.notify_all()
 
     def _tail(self) -> tuple[bytes, str]:
         """The last bytes received (unread ones if any) and a phrase describing them."""
@@ -601,7 +654,8 @@ class Bus:
         unread = self.buffer.end - start
         if unread:
             data = self.buffer.get(max(start, self.buffer.end - TAIL), self.buffer.end)
-            return data, f"last {len(data)} of {unread} unread bytes: '{escape(data, self.encoding)}'"
+            shown = escape(data, self.encoding)
+            return data, f"last {len(data)} of {unread} unread bytes: '{shown}'"
         data = self.buffer.get(self.buffer.end - TAIL, self.buffer.end)
         if not data:
             return data, "nothing was ever received"

@@ -11,14 +11,21 @@ much look-back as an unfinished match can span (the *look-back rule*):
 - any other unbounded regex: `max_match` bytes (64 KiB by default). A match longer than that
   may be missed; raise `max_match` for such patterns.
 
-So the cost is linear in the bytes received and no match is lost at a chunk boundary.
+So the cost is linear in the bytes received and no match is lost at a chunk boundary. Literals
+and a regex's literal start are found with `find_literal` (memchr on the rarest byte), so a
+flood is scanned at memory speed.
 
 The *end-of-data rule*: a regex match that touches the end of the data received so far (or whose
 `$`, `\b` or look-ahead looks at it) is deferred while more bytes could still change it:
 `value=(\d+)` never returns `12` of a `12345` split as `12|345`. A deferred match is reported
-when a later chunk arrives without changing it, or once no byte arrives for the bus's `settle`
-time, or at the deadline, or at end of stream: "the value, once the device stopped talking".
-Fixed-width patterns without look-ahead (`dut> `, any literal) are never deferred.
+when a later chunk arrives without changing it, or once no byte has arrived for the bus's
+`settle` time (50 ms; counted from when expect first saw the match, so bytes in flight still
+count), or at the deadline, or at end of stream: "the value, once the device stopped talking".
+Never deferred: fixed-width patterns without look-ahead (`dut> `, any literal) and patterns
+ending in a newline that nothing else in them can match (`value=(\d+)\r\n`).
+
+Streaming has one inherent limit: the match reported is the leftmost in what has arrived. A
+pattern whose earlier alternative needs more bytes (`abc|b` on `ab`) can report the later one.
 
 The *text rule*: str patterns match the bytes decoded with the bus encoding (UTF-8 or a
 single-byte ASCII-compatible one). An invalid byte decodes to U+FFFD, one per byte, never an
@@ -35,7 +42,7 @@ from __future__ import annotations
 import codecs
 import functools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from re import _constants as C  # type: ignore[attr-defined]  # the stdlib's own regex parser
 from re import _parser as P  # type: ignore[attr-defined]
@@ -48,6 +55,7 @@ MAX_MATCH = 64 * 1024
 #: and short look-behinds see what precedes it.
 CONTEXT = 64
 _UNBOUNDED = 1 << 30
+LONG = 4096                 # find_literal scans this far plainly before its memchr jumps
 _TO_FFFD = {0xDC80 + i: 0xFFFD for i in range(128)}   # surrogateescape'd byte -> U+FFFD
 _FORWARD_AT = {C.AT_END, C.AT_END_LINE, C.AT_END_STRING, C.AT_BOUNDARY, C.AT_NON_BOUNDARY,
                C.AT_LOC_BOUNDARY, C.AT_LOC_NON_BOUNDARY, C.AT_UNI_BOUNDARY,
@@ -344,7 +352,7 @@ class Search:
     bytes will be waited for (end of stream, deadline, settle time), so nothing is deferred.
     """
 
-    def __init__(self, patterns: Sequence[Pattern], start: int, *, max_match: int = MAX_MATCH,
+    def __init__(self, patterns: Sequence[Pattern], start: int, max_match: int = MAX_MATCH,
                  encoding: str = "utf-8") -> None:
         self.patterns = patterns
         self.max_match = max_match
@@ -354,15 +362,23 @@ class Search:
     def step(self, buf: ReceiveBuffer, final: bool = False) -> Found | None:
         base = buf.base
         end = base + buf.used
-        best, tried = None, []
-        for i, pattern in enumerate(self.patterns):
-            lo = self._scan[i] if self._scan[i] > base else base
-            found, limit = self._find(i, pattern, buf, lo, end, final)
-            tried.append((found, lo, limit))
-            if found is not None and (best is None or found.start < best.start):
-                best = found
-        if best is not None and not best.deferred:
-            return best
+        if len(self.patterns) == 1:             # the common case, kept short
+            lo = self._scan[0] if self._scan[0] > base else base
+            found, limit = self._find(0, self.patterns[0], buf, lo, end, final)
+            if found is not None and not found.deferred:
+                return found
+            tried = [(found, lo, limit)]
+            best = found
+        else:
+            best, tried = None, []
+            for i, pattern in enumerate(self.patterns):
+                lo = self._scan[i] if self._scan[i] > base else base
+                found, limit = self._find(i, pattern, buf, lo, end, final)
+                tried.append((found, lo, limit))
+                if found is not None and (best is None or found.start < best.start):
+                    best = found
+            if best is not None and not best.deferred:
+                return best
         for i, (found, lo, limit) in enumerate(tried):     # waiting on: apply the look-back
             retry = min(self._retry(self.patterns[i], buf, lo, end), limit)
             self._scan[i] = retry if found is None else min(retry, found.start)
@@ -411,7 +427,8 @@ class Search:
 
         def to_bytes(char: int) -> int:
             chars = escaped[:char - len(head)]
-            return lo + (len(chars.encode(self.encoding, "surrogateescape")) if utf8 else len(chars))
+            size = len(chars.encode(self.encoding, "surrogateescape")) if utf8 else len(chars)
+            return lo + size
 
         deferred = not final and not p.fixed and m.end() + p.reach >= len(head) + len(text)
         return Found(i, to_bytes(m.start()), to_bytes(m.end()), deferred, m), lo + used
@@ -441,14 +458,16 @@ def rarest(needle: bytes) -> int:
                                                   _COMMON.find(needle[k:k + 1])))
 
 
-def find_literal(data: object, needle: bytes, lo: int, hi: int, j: int | None = None) -> int:
-    """`data.find(needle, lo, hi)`, usually faster: jump between occurrences of the needle's
-    rarest byte (index `j`) with memchr, as grep does; after a few false candidates, a plain
-    find."""
+def find_literal(data: object, needle: bytes, lo: int, hi: int, j: int = 0) -> int:
+    """`data.find(needle, lo, hi)`, faster over long stretches: past the first LONG bytes,
+    jump between occurrences of the needle's rarest byte (index `j`) with memchr, as grep
+    does; after a few false candidates, a plain find again."""
+    k = data.find(needle, lo, min(hi, lo + LONG))  # type: ignore[attr-defined]
+    if k >= 0 or hi - lo <= LONG:
+        return k
+    lo = max(lo, lo + LONG - len(needle) + 1)
     if len(needle) < 3:
         return data.find(needle, lo, hi)  # type: ignore[attr-defined]
-    if j is None:
-        j = rarest(needle)
     rare, k, last = needle[j:j + 1], lo + j, hi - len(needle) + j + 1
     if last <= k:
         return -1

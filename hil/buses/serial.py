@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import select
+import termios
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from serial.serialposix import Serial as PosixSerial
 from serial.urlhandler.protocol_socket import Serial as SocketSerial
 
 from hil.buses.buffer import DEFAULT_RETENTION
-from hil.buses.bus import Bus, FdWaiter
+from hil.buses.bus import BIG_READ, Bus, FdWaiter
 from hil.errors import BusConnectError, BusError
 from hil.rig import Key, Resource, RigKind
 
@@ -23,12 +24,18 @@ if TYPE_CHECKING:
     from hil.sim.bench import VirtualBench
 
 POLL = 0.05     # how often a reader blocked in pyserial's read() looks at the closing flag
+VTIME = 0.1     # longest blocking read of a local port (termios VTIME, in tenths of a second)
 
 
 class SerialTransport:
-    """A pyserial port. Local ports are read straight from their file descriptor and
-    socket:// from its socket (both `direct`); other URLs (rfc2217://, loop:// ...) through
-    pyserial's blocking read(), by the reader thread only."""
+    """A pyserial port.
+
+    A local port (a device path, a pty) is read straight from its file descriptor: waiting in
+    poll, but during a flood (reads of 4 KiB and more) with blocking reads that return after at
+    most 0.1 s of silence (VMIN=0, VTIME=1) — on a pty that is far faster than poll-then-read.
+    Writes go through a second, non-blocking descriptor, so they can time out. socket:// is
+    read from its socket. Both are `direct`. Other URLs (rfc2217://, loop:// ...) go through
+    pyserial's own read(), by the reader thread only."""
 
     def __init__(self, port: serial.SerialBase, url: str) -> None:
         self.port = port
@@ -37,27 +44,41 @@ class SerialTransport:
         self._socket = type(port) is SocketSerial
         self.direct = self._fd is not None or self._socket
         self._waiter = FdWaiter(port.fileno()) if self.direct else None
+        self._idle = True                   # no flood: poll before the next read
         self._first = b""                   # a byte the polled wait() already took
+        self._wfd = -1
+        if self._fd is not None:
+            # Reads block (below); writes need a non-blocking descriptor of their own so a
+            # device that takes nothing makes a write time out instead of hang.
+            self._wfd = os.open(port.port, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+            self._out = select.poll()
+            self._out.register(self._wfd, select.POLLOUT)
+            os.set_blocking(self._fd, True)
+            attrs = termios.tcgetattr(self._fd)
+            attrs[6][termios.VMIN], attrs[6][termios.VTIME] = 0, int(VTIME * 10)
+            termios.tcsetattr(self._fd, termios.TCSANOW, attrs)
         if self._socket:
             port.timeout = 0                # non-blocking reads once poll saw data
 
     def wait(self) -> bool:
+        if self._fd is not None and not self._idle:
+            return True                     # the read itself waits (at most VTIME)
         if self._waiter is not None:
             return self._waiter.wait()
         self._first = self.port.read(1)     # blocks at most POLL seconds
         return bool(self._first)
 
     def wait_for(self, timeout: float) -> bool:
-        assert self._waiter is not None, "only direct transports wait for callers"
+        assert self._waiter is not None, "only direct transports serve callers"
+        if self._fd is not None and timeout >= VTIME:
+            return True                     # the read itself waits (at most VTIME)
         return self._waiter.wait(timeout)
 
     def read_into(self, room: memoryview) -> int | None:
         if self._fd is not None:
-            try:
-                n = os.readv(self._fd, [room])
-            except BlockingIOError:
-                return None
-            # pyserial sets VMIN=0: an empty read is "nothing there", unless hung up
+            n = os.readv(self._fd, [room])
+            self._idle = n < BIG_READ       # only a flood is read with blocking reads
+            # VMIN=0: an empty read is silence, unless the device hung up
             return n or (0 if self._waiter.hung_up() else None)  # type: ignore[union-attr]
         if self._socket:
             data = self.port.read(len(room))
@@ -70,7 +91,7 @@ class SerialTransport:
 
     def write(self, data: bytes, timeout: float) -> None:
         if self._fd is not None:
-            write_fd(self._fd, data, timeout)
+            self._write_fd(data, timeout)
             return
         if self.port.write_timeout != timeout:
             self.port.write_timeout = timeout       # reconfigures the port: only when it changes
@@ -81,26 +102,27 @@ class SerialTransport:
         except serial.SerialException as exc:
             raise OSError(str(exc)) from exc
 
+    def _write_fd(self, data: bytes, timeout: float) -> None:
+        """Write all of `data`, waiting for room at most `timeout` seconds."""
+        view, deadline = memoryview(data), time.monotonic() + timeout
+        while view:
+            try:
+                view = view[os.write(self._wfd, view):]
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._out.poll(int(left * 1000 + 0.999)):
+                    raise TimeoutError from None
+
     def wake(self) -> None:
         if self._waiter is not None:
             self._waiter.wake()
 
     def close(self) -> None:
+        if self._wfd >= 0:
+            os.close(self._wfd)
         self.port.close()
         if self._waiter is not None:
             self._waiter.close()
-
-
-def write_fd(fd: int, data: bytes, timeout: float) -> None:
-    """Write all of `data` to a non-blocking fd, waiting for room at most `timeout` seconds."""
-    view, deadline = memoryview(data), time.monotonic() + timeout
-    while view:
-        try:
-            view = view[os.write(fd, view):]
-        except BlockingIOError:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([], [fd], [], left)[1]:
-                raise TimeoutError from None
 
 
 def open_port(url: str, **settings: Any) -> serial.SerialBase:
@@ -142,7 +164,16 @@ class SerialBus(Bus):
         self.port = open_port(url, baudrate=baudrate, bytesize=bytesize, parity=parity,
                               stopbits=stopbits, xonxoff=xonxoff, rtscts=rtscts, dsrdtr=dsrdtr)
         self.url = url
-        super().__init__(SerialTransport(self.port, url), **{"name": url, **options})
+        try:
+            transport = SerialTransport(self.port, url)
+        except (OSError, termios.error) as exc:
+            self.port.close()
+            raise BusConnectError(f"cannot open serial port {url}: {exc}") from exc
+        try:
+            super().__init__(transport, **{"name": url, **options})
+        except BaseException:
+            transport.close()
+            raise
 
     def set_dtr(self, on: bool) -> None:
         """Drive the DTR line (often wired to the board's reset or boot pin)."""

@@ -1,7 +1,6 @@
 """TCP buses: `TcpBus(host, port)` and the rig kind "tcp" (host = "sim": the virtual DUT)."""
 from __future__ import annotations
 
-import select
 import socket
 import time
 from typing import TYPE_CHECKING, Any
@@ -55,8 +54,7 @@ class TcpTransport:
             try:
                 view = view[self.sock.send(view, socket.MSG_DONTWAIT):]
             except BlockingIOError:
-                left = deadline - time.monotonic()
-                if left <= 0 or not select.select([], [self.sock], [], left)[1]:
+                if not self._waiter.writable(deadline - time.monotonic()):
                     raise TimeoutError from None
 
     def wake(self) -> None:
@@ -76,7 +74,12 @@ class TcpBus(Bus):
 
     def __init__(self, host: str, port: int, connect_timeout: float = 5.0,
                  **options: Any) -> None:
-        super().__init__(TcpTransport(host, port, connect_timeout), **options)
+        transport = TcpTransport(host, port, connect_timeout)
+        try:
+            super().__init__(transport, **options)
+        except BaseException:
+            transport.close()
+            raise
         self.host, self.port = host, port
 
 
