@@ -126,3 +126,41 @@ def test_missing_rig_file(project: pytest.Pytester) -> None:
     result = project.runpytest_subprocess("--rig", "nope.toml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "rig file not found (file nope.toml)" in result.stderr.str()
+
+
+SIM_CONSOLE_RIG = '[console]\nkind = "tcp"\nhost = "sim"\n'
+
+
+def test_transcript_saved_per_test_and_shown_on_failure(pytester: pytest.Pytester) -> None:
+    """A real simulated console over TCP: the failing test's report carries what the DUT said."""
+    pytester.path.joinpath("rig.toml").write_text(SIM_CONSOLE_RIG)
+    pytester.makepyfile(textwrap.dedent('''
+        def test_passes(console):
+            console.query("echo first-test\\n", expect="first-test")
+        def test_fails(console):
+            console.query("echo second-test\\n", expect="second-test")
+            console.expect("never printed", timeout=0.3)
+    '''))
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*Captured transcript console*", "*tx*echo second-test*",
+                                 "*rx*second-test*"])
+    folders = sorted(p.name for p in (pytester.path / "out" / "transcripts").iterdir())
+    assert len(folders) == 2
+    failing = next(f for f in folders if "test_fails" in f)
+    text = (pytester.path / "out" / "transcripts" / failing / "console.txt").read_text()
+    assert "second-test" in text and "first-test" not in text
+
+
+def test_watcher_fails_a_test_that_never_calls_expect(pytester: pytest.Pytester) -> None:
+    pytester.path.joinpath("rig.toml").write_text(SIM_CONSOLE_RIG)
+    pytester.makepyfile(textwrap.dedent('''
+        import time
+        def test_panics_unnoticed(console):
+            console.fail_on("PANIC")
+            console.writeline("panic")
+            time.sleep(0.5)
+    '''))
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*WatcherTriggered*PANIC*"])
