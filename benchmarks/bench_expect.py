@@ -365,6 +365,25 @@ def summarize(runs: dict[str, dict], sizes: list[int]) -> dict:
     return out
 
 
+def latency_only(kinds: list[str], roundtrips: int) -> int:
+    """`--only latency`: the write-to-match latency section alone, against its targets."""
+    figures: dict[str, dict[str, float]] = {}
+    for kind in kinds:
+        peer = Peer(kind)
+        try:
+            figures[kind] = lat = latency(peer, roundtrips)
+        finally:
+            peer.close()
+        met = (lat["median_us"] <= TARGETS["latency_median_us"]
+               and lat["p99_us"] <= TARGETS["latency_p99_us"])
+        print(f"{kind} write-to-match latency over {roundtrips} round trips: "
+              f"median {lat['median_us']:.1f} us, p99 {lat['p99_us']:.1f} us "
+              f"(a bare write + blocking read round trip: median {lat['bare_median_us']:.1f} us)"
+              f" - targets {'met' if met else 'MISSED'}", flush=True)
+    print("RESULT " + json.dumps({"latency_us": figures}, separators=(",", ":")))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1,10,50", help="MiB per run, comma-separated")
@@ -373,7 +392,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5,
                         help="interleaved rounds of the fast contenders")
     parser.add_argument("--transports", default="pty,tcp")
+    parser.add_argument("--only", choices=("latency",),
+                        help="run only this section (prints its figures and a RESULT line)")
     args = parser.parse_args(argv)
+    if args.only == "latency":
+        return latency_only(args.transports.split(","), args.roundtrips)
     sizes = sorted(int(s) for s in args.sizes.split(","))
     t_start = time.perf_counter()
     runs: dict[str, dict] = {}

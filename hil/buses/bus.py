@@ -445,6 +445,9 @@ class Bus:
                 # After a big chunk, more is likely there: read on at once. Else poll first.
                 if more or transport.wait():
                     with self._read_lock:       # a caller may be reading: let it finish
+                        if self._direct_at + STEP_ASIDE > time.monotonic():
+                            more = False        # it read what woke us (and may read on):
+                            continue            # do not block in a read it should do
                         count = self._read_into_buffer()
                         self._take(count)
                         if self._want_read:     # a caller wants to read: step aside after this
@@ -578,15 +581,23 @@ class Bus:
         """Wait for the leftmost match of `patterns` after the cursor; `consume` it (default:
         into a Match)."""
         buffer = self.buffer
+        searched = -1               # buffer.end the short way searched up to, found nothing
         with buffer.lock:           # often the answer is here already: take the short way
             search = Search(patterns, self._start(), self.max_match, self.encoding)
             if not (self._unraised or self._closing):
                 found = search.step(buffer, buffer.closed)
                 if found is not None and not found.deferred:
                     return consume(found) if consume else self._match(found, patterns)
+                if found is None and not buffer.closed:
+                    searched = buffer.end
         take = consume or (lambda found: self._match(found, patterns))
 
         def step(final: bool) -> object:
+            nonlocal searched
+            if searched >= 0:       # the first step of the wait: skip it if nothing arrived
+                unchanged, searched = searched == buffer.end and not final, -1
+                if unchanged:
+                    return None
             found = search.step(buffer, final)
             if found is None or found.deferred:
                 return _DEFERRED if found else None

@@ -104,7 +104,13 @@ class SerialTransport:
 
     def _write_fd(self, data: bytes, timeout: float) -> None:
         """Write all of `data`, waiting for room at most `timeout` seconds."""
-        view, deadline = memoryview(data), time.monotonic() + timeout
+        try:                        # the common case: all of it fits at once
+            done = os.write(self._wfd, data)
+        except BlockingIOError:
+            done = 0
+        if done == len(data):
+            return
+        view, deadline = memoryview(data)[done:], time.monotonic() + timeout
         while view:
             try:
                 view = view[os.write(self._wfd, view):]
