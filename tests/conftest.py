@@ -21,6 +21,8 @@ def dut() -> Iterator[VirtualDut]:
 
 @pytest.fixture
 def sim(dut: VirtualDut) -> Iterator[OtiiServer]:
-    """An Otii TCP server simulator on 127.0.0.1, measuring `dut`."""
+    """An Otii TCP server simulator on 127.0.0.1, measuring `dut` (its threads' errors fail
+    the test: they are only collected in `server.errors`)."""
     with OtiiServer(dut) as server:
         yield server
+        assert not server.errors, f"the Otii simulator failed: {server.errors}"

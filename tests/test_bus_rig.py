@@ -9,16 +9,15 @@ import pytest
 
 from hil.buses import SerialBus, TcpBus
 from hil.errors import RigError, WatcherTriggered
-from hil.rig import check_table, open_resource
-from hil.sim.bench import VirtualBench
+from hil.rig import Simulators, check_table, open_resource
 from hil.sim.dut import FIRMWARE_VERSION
 
 WAIT = 10.0
 
 
 @pytest.fixture
-def bench() -> Iterator[VirtualBench]:
-    with VirtualBench(speed=20.0) as made:
+def bench() -> Iterator[Simulators]:
+    with Simulators(speed=20.0) as made:
         yield made
 
 
@@ -42,7 +41,7 @@ def test_bad_tables_name_the_key(table: dict, key: str) -> None:
         check_table("console", table, "rig.toml")
 
 
-def test_sim_dut_opens_the_virtual_console_through_a_pty(bench: VirtualBench) -> None:
+def test_sim_dut_opens_the_virtual_console_through_a_pty(bench: Simulators) -> None:
     r = check_table("console", {"kind": "serial", "url": "sim:dut", "timeout": WAIT}, "sim.toml")
     with open_resource(r, bench) as bus:
         assert isinstance(bus, SerialBus) and bus.url.startswith("/dev/pts/")
@@ -56,7 +55,7 @@ def test_sim_dut_opens_the_virtual_console_through_a_pty(bench: VirtualBench) ->
             bus.expect("never")
 
 
-def test_tcp_sim_opens_the_virtual_console_over_tcp(bench: VirtualBench) -> None:
+def test_tcp_sim_opens_the_virtual_console_over_tcp(bench: Simulators) -> None:
     r = check_table("shell", {"kind": "tcp", "host": "sim", "timeout": WAIT}, "sim.toml")
     with open_resource(r, bench) as bus:
         assert isinstance(bus, TcpBus) and bus.port > 0
@@ -64,7 +63,7 @@ def test_tcp_sim_opens_the_virtual_console_over_tcp(bench: VirtualBench) -> None
         assert bus.query("echo hello\n", expect=r"(\w+)\r\n").group(1) == "hello"
 
 
-def test_tcp_opens_a_real_host_and_port(bench: VirtualBench) -> None:
+def test_tcp_opens_a_real_host_and_port(bench: Simulators) -> None:
     with socket.create_server(("127.0.0.1", 0)) as server:
         r = check_table("shell", {"kind": "tcp", "host": "127.0.0.1",
                                   "port": server.getsockname()[1]}, "lab.toml")
@@ -80,7 +79,7 @@ def test_tcp_opens_a_real_host_and_port(bench: VirtualBench) -> None:
     ({"kind": "tcp", "host": "sim:dut"}, "host"),
     ({"kind": "tcp", "host": "127.0.0.1"}, "port"),
 ])
-def test_bad_values_are_rig_errors_naming_file_table_and_key(bench: VirtualBench, table: dict,
+def test_bad_values_are_rig_errors_naming_file_table_and_key(bench: Simulators, table: dict,
                                                              key: str) -> None:
     r = check_table("console", table, str(Path("rigs/lab.toml")))
     with pytest.raises(RigError, match=rf"rigs/lab.toml, table \[console\], key '{key}'"):

@@ -11,8 +11,7 @@ import textwrap
 import pytest
 
 CONFTEST = '''
-import hil.rig
-from hil.rig import Key, RigKind
+from hil.rig import Key, RigKind, kinds
 
 class Counter:
     def __init__(self, res):
@@ -28,7 +27,7 @@ class Counter:
 
 RIG_KIND = RigKind(keys={"start": Key(int, 0), "label": Key(str, "")},
                    open=lambda res, bench: Counter(res))
-hil.rig.KINDS["counter"] = "conftest:RIG_KIND"
+kinds.register("counter", RIG_KIND)
 '''
 
 
@@ -36,6 +35,9 @@ hil.rig.KINDS["counter"] = "conftest:RIG_KIND"
 def project(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makeconftest(CONFTEST)
     pytester.path.joinpath("rig.toml").write_text('[meter]\nkind = "counter"\nstart = 5\n')
+    # another rig of the project: its tables are rig resources too (skipped when missing)
+    pytester.path.joinpath("lab.toml").write_text('[meter]\nkind = "counter"\n'
+                                                  '[power]\nkind = "counter"\n')
     return pytester
 
 
@@ -159,8 +161,92 @@ def test_watcher_fails_a_test_that_never_calls_expect(pytester: pytest.Pytester)
         def test_panics_unnoticed(console):
             console.fail_on("PANIC")
             console.writeline("panic")
-            time.sleep(0.5)
+            deadline = time.monotonic() + 10
+            while not console.watcher_hits and time.monotonic() < deadline:
+                time.sleep(0.01)           # waits for the reader to see it; never calls expect
+            assert console.watcher_hits
     '''))
     result = run(pytester)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*WatcherTriggered*PANIC*"])
+
+
+def test_a_misspelled_fixture_keeps_pytests_own_error(project: pytest.Pytester) -> None:
+    project.makepyfile("def test_typo(meterr):\n    pass\n")
+    result = run(project)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'meterr' not found*"])
+    assert "does not provide" not in result.stdout.str()
+
+
+def test_a_marker_declares_a_resource(project: pytest.Pytester) -> None:
+    project.makepyfile(textwrap.dedent('''
+        import pytest
+        @pytest.mark.rig("scope")
+        def test_needs_scope():
+            pass
+    '''))
+    result = run(project, "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*needs scope, which rig rig.toml does not provide*"])
+
+
+def test_without_a_rig_the_plugin_stays_out_of_the_way(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain(tmp_path):\n    assert tmp_path.is_dir()\n"
+                        "def test_typo(consle):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*fixture 'consle' not found*"])
+    assert "hil rig" not in result.stdout.str()
+    assert not (pytester.path / "results").exists()
+
+
+def test_a_table_of_the_wrong_kind_names_file_table_and_kind(project: pytest.Pytester) -> None:
+    project.makepyfile("def test_power_on(meter):\n    meter.on(voltage=3.3)\n")
+    result = run(project)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*RigError: the test bench uses .on of ?meter?, but this rig's "
+                                 "?meter? is kind 'counter' (Counter), which has no 'on'*"])
+
+
+def test_results_go_beside_the_project_config_however_rig_is_spelled(
+        project: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
+    project.makeini("[pytest]\n")
+    elsewhere = tmp_path_factory.mktemp("rigs") / "other.toml"
+    elsewhere.write_text('[meter]\nkind = "counter"\n')
+    project.makepyfile("def test_m(meter, measure):\n    measure('x', 1.0)\n")
+    for spelling in (["--rig", str(elsewhere)], [f"--rig={elsewhere}"]):
+        result = project.runpytest_subprocess(*spelling, "-p", "no:cacheprovider")
+        result.assert_outcomes(passed=1)
+        written = project.path / "results" / "measurements.json"
+        assert json.loads(written.read_text())[0]["name"] == "x"
+        written.unlink()
+    assert not (elsewhere.parent / "results").exists()
+
+
+def test_a_test_file_outside_the_rootdir_keeps_its_name_in_results(
+        project: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory) -> None:
+    project.makeini("[pytest]\n")
+    outside = tmp_path_factory.mktemp("elsewhere")
+    for name in ("test_one.py", "test_two.py"):
+        (outside / name).write_text("def test_same(meter, measure):\n    measure('x', 1.0)\n")
+    result = run(project, "-p", "conftest",        # the kind's conftest is not beside the tests
+                 str(outside / "test_one.py"), str(outside / "test_two.py"))
+    result.assert_outcomes(passed=2)
+    tests = [r["test"] for r in json.loads((project.path / "out" / "measurements.json").read_text())]
+    assert len(set(tests)) == 2 and all("test_same" in t for t in tests), tests
+    assert any("test_one.py" in t for t in tests) and any("test_two.py" in t for t in tests)
+
+
+def test_a_long_failure_transcript_says_what_it_left_out(pytester: pytest.Pytester) -> None:
+    pytester.path.joinpath("rig.toml").write_text(SIM_CONSOLE_RIG)
+    pytester.makepyfile(textwrap.dedent('''
+        def test_floods_then_fails(console):
+            console.query("log 60000\\n", expect="log: done", timeout=20)
+            assert False, "fails after a long log"
+    '''))
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.re_match_lines([r".*\[first \d+ characters omitted\]"])
+    saved = next((pytester.path / "out" / "transcripts").iterdir()) / "console.txt"
+    assert "log: done" in saved.read_text()          # the saved file keeps it whole here
