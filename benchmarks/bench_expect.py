@@ -10,16 +10,22 @@ pseudo-terminal and through loopback TCP. Each contender waits for the marker:
 - pyserial: Serial.read_until(marker).
 
 Then: write-to-match latency (an echo peer answers each write; median and p99 over 1000 round
-trips) and the cost of 10,000 sequential small expects (hil vs pexpect). Peers that would take
-minutes are stopped at a smaller size, and the table says so.
+trips, judged against the bare write + blocking read round trip of the same run), the cost of
+10,000 sequential small expects (hil vs pexpect), and the *arrival-time error*: the peer stamps
+each line with its CLOCK_MONOTONIC write time, ~1,000 lines/s, while the test side alternates
+between waiting in expect and other work (sleeping, hashing with the GIL released, and, as
+context only, pure-Python work that holds the GIL); the error is hil's arrival time minus the
+write time. Peers that would take minutes are stopped at a smaller size, and the table says so.
 
     .venv/bin/python benchmarks/bench_expect.py [--sizes 1,10,50] [--roundtrips 1000]
+        [--only throughput|latency|arrival] [--transports pty,tcp]
 
 Prints a table, then exactly one line `RESULT {json}` with the figures, ratios and targets.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -37,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pexpect.fdpexpect  # noqa: E402
 import serial  # noqa: E402
 
+from hil import clock  # noqa: E402
 from hil.buses import SerialBus, TcpBus  # noqa: E402
 
 MiB = 1 << 20
@@ -46,7 +53,9 @@ LINE = b"log %08d sensor-node heartbeat lorem ipsum dolor sit amet\r\n"
 #: Largest size (MiB) each slow peer is run at; beyond it the run would take minutes.
 LIMITS = {"pexpect (default)": 10, "pyserial read_until": 1}
 TARGETS = {"hil_vs_raw": 0.70, "vs_pexpect_default": 50.0, "vs_pexpect_window": 5.0,
-           "latency_median_us": 50.0, "latency_p99_us": 200.0}
+           "latency_median_over_bare_us": 30.0, "latency_p99_us": 200.0,
+           "arrival_p99_us": 1000.0, "arrival_max_us": 5000.0}
+STAMPED = rb"t (\d+) (\d+)\n"     # a line the peer stamped: number, CLOCK_MONOTONIC ns
 
 
 def payload(mib: int) -> bytes:
@@ -90,6 +99,13 @@ def writer(kind: str, control: mp.connection.Connection) -> None:
         elif command == "echo":
             for _ in range(arg):
                 os.write(fd, os.read(fd, 4096))
+        elif command == "stamped":
+            start = time.monotonic()
+            for i in range(arg):
+                pause = start + i / 1000 - time.monotonic()     # ~1,000 lines a second
+                if pause > 0:
+                    time.sleep(pause)
+                os.write(fd, b"t %d %d\n" % (i, time.clock_gettime_ns(time.CLOCK_MONOTONIC)))
         control.send("done")
         control.recv()                                  # contender finished
         if conn is not None:
@@ -292,6 +308,44 @@ def latency(peer: Peer, roundtrips: int) -> dict[str, float]:
             "bare_median_us": statistics.median(bare) * 1e6}
 
 
+def _busy_hashing(seconds: float, block: bytes = bytes(256 * 1024)) -> None:
+    """Work that releases the GIL (hashlib does for big inputs), like numpy on a trace."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        hashlib.sha256(block).digest()
+
+
+def _busy_python(seconds: float) -> None:
+    """Work that holds the GIL: the reader thread gets it only at the switch interval."""
+    end, n = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        n = sum(range(200)) + n % 7
+
+
+def arrival(peer: Peer, lines: int, work: list[Callable[[float], None]]) -> dict[str, float]:
+    """Arrival-time error (µs): hil's arrival time of each stamped line minus its write time,
+    while the test side alternates 10 ms of expect with 10 ms of each kind of `work`."""
+    errors: list[float] = []
+
+    def run(bus: object) -> None:
+        got, phase = 0, 0
+        while got < lines:
+            until = time.monotonic() + 0.010
+            while got < lines and time.monotonic() < until:    # waiting in expect
+                m = bus.expect(STAMPED, timeout=5)  # type: ignore[attr-defined]
+                errors.append(clock.to_monotonic(m.time) - int(m.group(2)) / 1e9)
+                got += 1
+            if got < lines:
+                work[phase % len(work)](0.010)                  # doing something else
+                phase += 1
+
+    peer.run("stamped", lines, lambda: open_hil(peer), run, lambda b: b.close())
+    errors.sort()
+    us = [e * 1e6 for e in errors]
+    return {"p50": statistics.median(us), "p99": us[int(len(us) * 0.99) - 1], "max": us[-1],
+            "lines": len(us)}
+
+
 def small_expects(peer: Peer, count: int) -> dict[str, float]:
     """Seconds for `count` sequential small expects, hil vs pexpect (default settings)."""
     def hil_wait(bus: object) -> None:
@@ -326,62 +380,105 @@ def table(kind: str, results: dict[str, dict[int, float | None]], sizes: list[in
     return "\n".join(rows + [f"  note: {s}" for s in dict.fromkeys(skipped)])
 
 
-def summarize(runs: dict[str, dict], sizes: list[int]) -> dict:
-    """Ratios and targets from the raw figures."""
-    out: dict = {"sizes_mib": sizes, "throughput_mib_s": {}, "ratios": {}, "targets": {}}
+def throughput_checks(run: dict, sizes: list[int]) -> tuple[dict, dict]:
+    """(ratios, target checks) of one transport's throughput runs."""
+    tp, paired = run["throughput"], run["paired"]
     big, ten = max(sizes), (10 if 10 in sizes else max(s for s in sizes if s <= 10))
-    met = True
+    ratios = {
+        f"hil_vs_raw_{big}MiB": paired[f"hil expect (regex) / raw, {big} MiB"],
+        f"hil_exact_vs_raw_{big}MiB": paired[f"hil expect_exact / raw, {big} MiB"],
+        f"vs_pexpect_default_{ten}MiB": tp["hil expect (regex)"][ten]
+        / tp["pexpect (default)"][ten],
+        f"vs_pexpect_window_{ten}MiB": tp["hil expect (regex)"][ten]
+        / tp["pexpect (window 2000)"][ten],
+    }
+    if tp["pexpect (window 2000)"].get(big):
+        ratios[f"vs_pexpect_window_{big}MiB"] = (tp["hil expect (regex)"][big]
+                                                 / tp["pexpect (window 2000)"][big])
+    checks = {
+        "hil_vs_raw>=0.70": min(ratios[f"hil_vs_raw_{big}MiB"],
+                                ratios[f"hil_exact_vs_raw_{big}MiB"]) >= TARGETS["hil_vs_raw"],
+        "vs_pexpect_default>=50": ratios[f"vs_pexpect_default_{ten}MiB"]
+        >= TARGETS["vs_pexpect_default"],
+        "vs_pexpect_window>=5": ratios[f"vs_pexpect_window_{ten}MiB"]
+        >= TARGETS["vs_pexpect_window"],
+    }
+    return ratios, checks
+
+
+def latency_checks(lat: dict[str, float]) -> dict[str, bool]:
+    return {"latency_median<=bare+30us": lat["median_us"] <= lat["bare_median_us"]
+            + TARGETS["latency_median_over_bare_us"],
+            "latency_p99<=200us": lat["p99_us"] <= TARGETS["latency_p99_us"]}
+
+
+def arrival_checks(err: dict[str, float]) -> dict[str, bool]:
+    return {"arrival_p99<=1000us": err["p99"] <= TARGETS["arrival_p99_us"],
+            "arrival_max<=5000us": err["max"] <= TARGETS["arrival_max_us"]}
+
+
+def describe_latency(kind: str, lat: dict[str, float], roundtrips: int) -> str:
+    return (f"{kind} write-to-match latency over {roundtrips} round trips: median "
+            f"{lat['median_us']:.1f} us, p99 {lat['p99_us']:.1f} us (a bare write + blocking "
+            f"read round trip: median {lat['bare_median_us']:.1f} us)")
+
+
+def describe_arrival(kind: str, err: dict[str, float], what: str) -> str:
+    return (f"{kind} arrival-time error over {err['lines']:.0f} lines ({what}): p50 "
+            f"{err['p50']:.0f} us, p99 {err['p99']:.0f} us, max {err['max']:.0f} us")
+
+
+SECTIONS = ("throughput", "latency", "small", "arrival")
+
+
+def run_transport(kind: str, sections: tuple[str, ...], args: argparse.Namespace) -> dict:
+    """The chosen sections on one transport: figures, and the checks against the targets."""
+    peer, run, checks = Peer(kind), {}, {}
+    try:
+        if "throughput" in sections:
+            run["throughput"], run["paired"] = throughput(peer, args.sizes, args.repeats)
+            run["ratios"], found = throughput_checks(run, args.sizes)
+            checks.update(found)
+        if "latency" in sections:
+            run["latency"] = latency(peer, args.roundtrips)
+            checks.update(latency_checks(run["latency"]))
+            print(describe_latency(kind, run["latency"], args.roundtrips), flush=True)
+        if "small" in sections:
+            run["small"] = small_expects(peer, args.small)
+        if "arrival" in sections:
+            run["arrival_error_us"] = arrival(peer, args.lines, [time.sleep, _busy_hashing])
+            checks.update(arrival_checks(run["arrival_error_us"]))
+            print(describe_arrival(kind, run["arrival_error_us"], "expect / sleep / hashing"),
+                  flush=True)
+            run["arrival_error_gil_held_us"] = arrival(peer, args.lines, [_busy_python])
+            print(describe_arrival(kind, run["arrival_error_gil_held_us"],
+                                   "expect / pure-Python work holding the GIL; context, no "
+                                   "target: the reader waits for the GIL's switch interval, "
+                                   f"{sys.getswitchinterval() * 1e3:g} ms"), flush=True)
+    finally:
+        peer.close()
+    run["targets"] = checks
+    return run
+
+
+def report(runs: dict[str, dict], args: argparse.Namespace) -> None:
     for kind, run in runs.items():
-        tp = run["throughput"]
-        out["throughput_mib_s"][kind] = {n: {str(k): v for k, v in r.items()}
-                                         for n, r in tp.items()}
-        hil, paired = tp["hil expect (regex)"][big], run["paired"]
-        ratios = {
-            f"hil_vs_raw_{big}MiB": paired[f"hil expect (regex) / raw, {big} MiB"],
-            f"hil_exact_vs_raw_{big}MiB": paired[f"hil expect_exact / raw, {big} MiB"],
-            f"vs_pexpect_default_{ten}MiB": tp["hil expect (regex)"][ten]
-            / tp["pexpect (default)"][ten],
-            f"vs_pexpect_window_{ten}MiB": tp["hil expect (regex)"][ten]
-            / tp["pexpect (window 2000)"][ten],
-        }
-        if tp["pexpect (window 2000)"].get(big):
-            ratios[f"vs_pexpect_window_{big}MiB"] = hil / tp["pexpect (window 2000)"][big]
-        out["ratios"][kind] = ratios
-        checks = {
-            "hil_vs_raw>=0.70": ratios[f"hil_vs_raw_{big}MiB"] >= TARGETS["hil_vs_raw"],
-            "vs_pexpect_default>=50": ratios[f"vs_pexpect_default_{ten}MiB"]
-            >= TARGETS["vs_pexpect_default"],
-            "vs_pexpect_window>=5": ratios[f"vs_pexpect_window_{ten}MiB"]
-            >= TARGETS["vs_pexpect_window"],
-            "latency_median<=50us": run["latency"]["median_us"] <= TARGETS["latency_median_us"],
-            "latency_p99<=200us": run["latency"]["p99_us"] <= TARGETS["latency_p99_us"],
-            "small_expects<pexpect": run["small"]["hil_s"] < run["small"]["pexpect_s"],
-        }
-        out["targets"][kind] = checks
-        out.setdefault("latency_us", {})[kind] = run["latency"]
-        out.setdefault("small_expects_10k_s", {})[kind] = run["small"]
-        met = met and all(checks.values())
-    out["all_targets_met"] = met
-    return out
-
-
-def latency_only(kinds: list[str], roundtrips: int) -> int:
-    """`--only latency`: the write-to-match latency section alone, against its targets."""
-    figures: dict[str, dict[str, float]] = {}
-    for kind in kinds:
-        peer = Peer(kind)
-        try:
-            figures[kind] = lat = latency(peer, roundtrips)
-        finally:
-            peer.close()
-        met = (lat["median_us"] <= TARGETS["latency_median_us"]
-               and lat["p99_us"] <= TARGETS["latency_p99_us"])
-        print(f"{kind} write-to-match latency over {roundtrips} round trips: "
-              f"median {lat['median_us']:.1f} us, p99 {lat['p99_us']:.1f} us "
-              f"(a bare write + blocking read round trip: median {lat['bare_median_us']:.1f} us)"
-              f" - targets {'met' if met else 'MISSED'}", flush=True)
-    print("RESULT " + json.dumps({"latency_us": figures}, separators=(",", ":")))
-    return 0
+        if "throughput" in run:
+            print(table(kind, run["throughput"], args.sizes))
+            print(f"{kind} hil / raw ceiling, median of paired runs: " + ", ".join(
+                f"{k.split(' / ')[0].replace('hil ', '')} {k.split(', ')[1]}: {v:.2f}"
+                for k, v in run["paired"].items()))
+        if "latency" in run:
+            print(describe_latency(kind, run["latency"], args.roundtrips))
+        if "small" in run:
+            small = run["small"]
+            print(f"{kind} {args.small} sequential small expects: hil "
+                  f"{small['hil_s'] * 1e3:.1f} ms, pexpect {small['pexpect_s'] * 1e3:.1f} ms "
+                  f"({small['pexpect_s'] / small['hil_s']:.1f}x)")
+        if "arrival_error_us" in run:
+            print(describe_arrival(kind, run["arrival_error_us"], "expect / sleep / hashing"))
+        print(f"{kind} targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}"
+                                             for k, v in run["targets"].items()) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,47 +486,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1,10,50", help="MiB per run, comma-separated")
     parser.add_argument("--roundtrips", type=int, default=1000)
     parser.add_argument("--small", type=int, default=10_000, help="sequential small expects")
+    parser.add_argument("--lines", type=int, default=3000, help="stamped lines (1,000/s)")
     parser.add_argument("--repeats", type=int, default=5,
                         help="interleaved rounds of the fast contenders")
     parser.add_argument("--transports", default="pty,tcp")
-    parser.add_argument("--only", choices=("latency",),
-                        help="run only this section (prints its figures and a RESULT line)")
+    parser.add_argument("--only", choices=SECTIONS, action="append",
+                        help="run only this section (repeatable); default: all")
     args = parser.parse_args(argv)
-    if args.only == "latency":
-        return latency_only(args.transports.split(","), args.roundtrips)
-    sizes = sorted(int(s) for s in args.sizes.split(","))
+    args.sizes = sorted(int(s) for s in args.sizes.split(","))
+    sections = tuple(args.only or SECTIONS)
     t_start = time.perf_counter()
     runs: dict[str, dict] = {}
     for kind in args.transports.split(","):
         print(f"== {kind}", flush=True)
-        peer = Peer(kind)
-        try:
-            tp, paired = throughput(peer, sizes, args.repeats)
-            runs[kind] = {
-                "throughput": tp, "paired": paired,
-                "latency": latency(peer, args.roundtrips),
-                "small": small_expects(peer, args.small),
-            }
-        finally:
-            peer.close()
+        runs[kind] = run_transport(kind, sections, args)
     print()
+    report(runs, args)
+    result: dict = {"sections": list(sections), "targets": {}}
     for kind, run in runs.items():
-        print(table(kind, run["throughput"], sizes))
-        print(f"{kind} hil / raw ceiling, median of paired runs: " + ", ".join(
-            f"{k.split(' / ')[0].replace('hil ', '')} {k.split(', ')[1]}: {v:.2f}"
-            for k, v in run["paired"].items()))
-        lat, small = run["latency"], run["small"]
-        print(f"{kind} write-to-match latency over {args.roundtrips} round trips: "
-              f"median {lat['median_us']:.1f} us, p99 {lat['p99_us']:.1f} us "
-              f"(a bare write + blocking read round trip: median {lat['bare_median_us']:.1f} us)")
-        print(f"{kind} {args.small} sequential small expects: hil {small['hil_s'] * 1e3:.1f} ms, "
-              f"pexpect {small['pexpect_s'] * 1e3:.1f} ms "
-              f"({small['pexpect_s'] / small['hil_s']:.1f}x)\n")
-    result = summarize(runs, sizes)
+        result["targets"][kind] = run.pop("targets")
+        for key, value in run.items():
+            if key == "throughput":
+                value = {n: {str(k): v for k, v in r.items()} for n, r in value.items()}
+            result.setdefault(key if key != "small" else "small_expects_10k_s", {})[kind] = value
+    result["all_targets_met"] = all(all(c.values()) for c in result["targets"].values())
     result["runtime_s"] = round(time.perf_counter() - t_start, 1)
-    for kind, checks in result["targets"].items():
-        print(f"{kind} targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}"
-                                             for k, v in checks.items()))
     print("RESULT " + json.dumps(result, separators=(",", ":")))
     return 0
 

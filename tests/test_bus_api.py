@@ -330,20 +330,19 @@ def test_a_flood_arrives_whole_and_in_order(bus: Bus, device: Device) -> None:
 
 def test_two_threads_waiting_on_one_bus_both_get_their_answer(bus: Bus,
                                                               device: Device) -> None:
+    """Both wait at once (one reads the transport, the other waits on the buffer) before
+    anything is written; each gets its own answer."""
     results: dict[str, str] = {}
 
     def wait_for(word: str) -> None:
         results[word] = bus.expect(rf"({word})", timeout=WAIT).group(1)
-    first = threading.Thread(target=wait_for, args=("alpha",))
-    first.start()
-    time.sleep(0.02)                      # the first waits (and reads) before the second
-    device.send(b"alpha\r\n")
-    first.join(WAIT)
-    second = threading.Thread(target=wait_for, args=("beta",))
-    second.start()
-    time.sleep(0.02)
-    device.send(b"beta\r\n")
-    second.join(WAIT)
+    threads = [threading.Thread(target=wait_for, args=(w,)) for w in ("alpha", "beta")]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: bus._waiting == 2, "both threads wait")
+    device.send(b"beta\r\nalpha\r\n")
+    for thread in threads:
+        thread.join(WAIT)
     assert results == {"alpha": "alpha", "beta": "beta"}
 
 

@@ -70,7 +70,10 @@ def test_a_hit_split_across_chunks_is_found_and_counted_once(pair) -> None:
     bus, device = pair
     bus.fail_on("PANIC")
     device.sendall(b"PA")
-    time.sleep(0.05)
+    deadline = time.monotonic() + WAIT      # the split is real: "PA" was read on its own
+    while bus.received < 2:
+        assert time.monotonic() < deadline, "the first half never arrived"
+        time.sleep(0.002)
     device.sendall(b"NIC then PANIC\r\n")
     deadline = time.monotonic() + WAIT
     while len(bus.watcher_hits) < 2:

@@ -4,61 +4,53 @@ One reader fills it (`reserve` room, read into it, `commit`); everything else (e
 watchers, the transcript) reads it while holding `lock`; `changed` (a Condition on that lock)
 is notified after each commit and at the end of the stream.
 
-Memory is bounded: the bytes live in `data[:used]`, one anonymous memory map of `retention`
-bytes (the OS supplies pages as they are first written, huge pages where it can; the maps of
-buffers that are gone are reused). When it is full, the oldest three
-quarters are dropped (`dropped` counts them) and the newest quarter is moved to the front, so a
-flood costs a third of a copy per byte, in warm memory. Offsets keep counting from the first
-byte ever received.
+Memory is bounded by `retention`: the bytes live in `data[:used]`, one anonymous memory map of
+`retention` bytes (the OS supplies its pages as they are first written, 2 MiB pages where it
+can). When it is full, everything but the newest quarter is
+dropped (`dropped` counts it) and that quarter moves to the front: a flood costs a third of a
+copy per byte. A read takes at most a quarter of `retention`, so **the newest `retention // 4`
+bytes are always kept**: a read never discards bytes just received, and a match up to that long
+is never lost to a drop. Offsets keep counting from the first byte ever received.
+
+Why a memory map and not a plain bytearray: `benchmarks/bench_expect.py --only throughput
+--sizes 1,50` (hil / raw ceiling at 50 MiB, median of 5 paired runs, regex / literal, two
+alternating runs each on this loaded 2-core VM) gave, with a bytearray growing to `retention`:
+pty 0.80/0.78 and 0.67/0.80, TCP 0.82/0.85 and 0.51/0.54 (target 0.70 missed); with this map:
+pty 1.27/1.14 and 1.26/1.39, TCP 1.09/1.37 and 1.02/0.99. The kernel here gives huge pages only
+to memory advised so (`transparent_hugepage` = madvise), and 4 KiB pages over a 16 MiB buffer
+cost the difference. The former pool that reused maps between buses bought nothing measurable
+on these targets and is gone.
 """
 from __future__ import annotations
 
 import bisect
 import mmap
 import threading
-import weakref
 from array import array
 
 DEFAULT_RETENTION = 16 * 1024 * 1024
+#: The smallest retention a bus accepts: it keeps the newest 1 KiB whatever happens, and reads
+#: of 1 KiB are still cheap. (The rig checks its `retention` key against this.)
 MIN_RETENTION = 4096
 HUGE_PAGE = 2 * 1024 * 1024
 #: Chunks arriving within this many seconds of the first chunk of a run share one entry of the
 #: arrival-time index (stamped with the latest arrival), so a serial line trickling one byte
 #: per read cannot grow the index faster than 1000 entries a second.
 TIME_RESOLUTION = 0.001
-
-
-_spare: dict[int, list[mmap.mmap]] = {}    # maps of buffers gone, by size, ready for reuse
-_spare_lock = threading.Lock()
-MAX_SPARE = 2
+#: Most entries the arrival-time index keeps: beyond it, pairs of entries in its older half are
+#: merged (older bytes get coarser times), so a slow trickle cannot outgrow `retention`.
+MAX_INDEX = 65536
 
 
 def _new_map(size: int) -> mmap.mmap:
-    """A map of `size` bytes: a spare one (its pages already there), else a new one."""
-    with _spare_lock:
-        if _spare.get(size):
-            return _spare[size].pop()
+    """`size` bytes of anonymous memory, in 2 MiB pages where the kernel allows."""
     data = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     if size >= HUGE_PAGE and hasattr(mmap, "MADV_HUGEPAGE"):
-        try:                            # 2 MiB pages: 512x fewer page faults in a flood
+        try:                            # 512x fewer page faults and TLB misses in a flood
             data.madvise(mmap.MADV_HUGEPAGE)
         except OSError:
             pass
     return data
-
-
-def _recycle(data: mmap.mmap) -> None:
-    """Keep the map of a buffer nobody references any more, for the next bus (a suite that
-    opens a bus per test then does not fault in 16 MiB each time)."""
-    with _spare_lock:
-        spares = _spare.setdefault(len(data), [])
-        if len(spares) < MAX_SPARE:
-            spares.append(data)
-            return
-    try:
-        data.close()
-    except BufferError:                 # still exported somewhere: the GC frees it later
-        pass
 
 
 class ReceiveBuffer:
@@ -74,7 +66,6 @@ class ReceiveBuffer:
             raise ValueError(f"retention must be at least {MIN_RETENTION} bytes, got {retention}")
         self.retention = retention
         self.data = _new_map(retention)
-        weakref.finalize(self, _recycle, self.data)
         self.used = 0
         self.base = 0                   # absolute offset of data[0] == bytes dropped so far
         self.lock = threading.RLock()
@@ -98,13 +89,19 @@ class ReceiveBuffer:
         """Bytes discarded by the retention limit."""
         return self.base
 
+    @property
+    def max_read(self) -> int:
+        """The most bytes one `reserve` hands out (a quarter of the retention)."""
+        return self.retention // 4
+
     def reserve(self, size: int) -> memoryview:
-        """Room for up to `size` more bytes at the end (dropping old bytes if full), for a
-        reader to fill without holding the lock, then `commit()`."""
+        """Room for up to `size` more bytes at the end (at most `max_read`; dropping old bytes
+        if full), for a reader to fill without holding the lock, then `commit()`. Release the
+        view before the next reserve (`with buffer.reserve(n) as room:`)."""
         with self.lock:
-            size = min(size, self.retention)
+            size = min(size, self.max_read)
             if self.used + size > self.retention:
-                self._drop(self.used - min(self.used // 4, self.retention - size))
+                self._drop(self.used - self.max_read)
             return memoryview(self.data)[self.used:self.used + size]
 
     def commit(self, n: int, t: float) -> tuple[int, int]:
@@ -119,16 +116,15 @@ class ReceiveBuffer:
         return start, start + n
 
     def append(self, chunk: bytes, t: float) -> tuple[int, int]:
-        """Add one chunk that arrived at time `t` (reserve, copy, commit); returns its span."""
+        """Add one chunk that arrived at time `t` (in pieces of `max_read`); returns its span."""
         with self.lock:
-            start = self.base + self.used
-            if len(chunk) > self.retention:         # only its newest bytes can be kept
-                self._drop(self.used)
-                self.base = start + len(chunk) - self.retention
-                chunk = chunk[-self.retention:]
-            with self.reserve(len(chunk)) as room:
-                room[:] = chunk
-            return start, self.commit(len(chunk), t)[1]
+            start = self.end
+            for at in range(0, len(chunk), self.max_read):
+                piece = chunk[at:at + self.max_read]
+                with self.reserve(len(piece)) as room:
+                    room[:] = piece
+                self.commit(len(piece), t)
+            return start, self.end
 
     def close(self, error: BaseException | None = None) -> None:
         """Mark the end of the stream (with the reader's exception, if it died of one)."""
@@ -147,6 +143,11 @@ class ReceiveBuffer:
         base = self.base
         return self.data[max(start, base) - base:min(max(end, base), self.end) - base]
 
+    def view(self) -> memoryview:
+        """The retained bytes, `data[:used]`, without a copy (release it before the buffer
+        changes: use it inside `with buffer.lock` only)."""
+        return memoryview(self.data)[:self.used]
+
     def _drop(self, count: int) -> None:
         """Forget the oldest `count` bytes, moving the rest to the front."""
         keep = self.used - count
@@ -164,7 +165,18 @@ class ReceiveBuffer:
         self.last_time = t
         if len(self._ends) > self._first and t - self._run_start < TIME_RESOLUTION:
             self._ends[-1], self._times[-1] = end, t
-        else:
-            self._ends.append(end)
-            self._times.append(t)
-            self._run_start = t
+            return
+        self._ends.append(end)
+        self._times.append(t)
+        self._run_start = t
+        if len(self._ends) - self._first > MAX_INDEX:
+            self._coarsen()
+
+    def _coarsen(self) -> None:
+        """Merge pairs of entries in the older half of the index (each pair keeps the later
+        end and time), halving that half: bounded memory, exact times for recent bytes."""
+        lo = self._first
+        mid = lo + (len(self._ends) - lo) // 2
+        mid -= (mid - lo) % 2
+        self._ends[lo:mid] = self._ends[lo + 1:mid:2]
+        self._times[lo:mid] = self._times[lo + 1:mid:2]

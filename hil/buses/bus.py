@@ -4,221 +4,49 @@ One reader thread per bus moves bytes from the transport into a ReceiveBuffer (a
 offsets, arrival times, bounded), records them in the transcript and checks the watchers.
 Every read call waits on that buffer and consumes what it returns: a read cursor moves past
 each match, so the next expect looks only at later bytes. Matching rules (look-back, end of
-data, text decoding) are described in `hil.buses.matcher`.
+data, text decoding, engines) are described in `hil.buses.matcher`.
 
-Latency: a caller waiting in expect reads the transport itself when it can (one reader at a
-time, `_read_lock`), doing exactly what the reader thread would; the reader thread then keeps
-out of the way for `STEP_ASIDE`. Bytes thus reach the caller without a thread switch, which on
-a VM costs more than everything else in a write-to-match round trip.
+Latency without skew: a caller waiting in expect reads the transport itself when it can (one
+reader at a time, `_read_lock`), so bytes reach it without a thread switch, which on a VM costs
+more than everything else in a write-to-match round trip. The reader thread keeps off the
+transport exactly while a caller is in such a wait (it is interrupted out of its poll when one
+begins) and takes over the moment the last one stops waiting, so no byte sits unread — and
+unstamped — while nobody reads. `mark()` reads what already arrived before it takes its point.
 
-Errors: `BusTimeout` (what was awaited, for how long, the tail of what did arrive),
-`ConnectionLost` (peer closed or the reader failed: at once, not at the timeout),
-`PatternError`, `WatcherTriggered` (a `fail_on` pattern appeared), all naming the bus.
+Errors: `BusTimeout` (what was awaited, for how long, what was unread when the wait began and
+what came during it, the tail), `ConnectionLost` (peer closed or the reader failed: at once,
+not at the timeout), `PatternError`, `WatcherTriggered` (a `fail_on` pattern appeared), all
+naming the bus. The frames of this module are hidden from pytest tracebacks
+(`__tracebackhide__`), so a failure shows the test's line and the message.
 """
 from __future__ import annotations
 
-import os
 import re
-import select
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 from hil import clock
 from hil.buses.buffer import DEFAULT_RETENTION, ReceiveBuffer
-from hil.buses.matcher import (MAX_MATCH, Found, Pattern, PatternLike, Search, check_encoding,
-                               compile_pattern, compile_patterns, decode)
+from hil.buses.match import Mark, Match, Watcher, WatcherHit
+from hil.buses.matcher import (MAX_MATCH, Found, Pattern, PatternLike, Search, SearchTooSlow,
+                               check_encoding, compile_pattern, compile_patterns, decode)
 from hil.buses.transcript import Transcript, escape
+from hil.buses.transport import Transport
 from hil.errors import BusError, BusTimeout, ConnectionLost, PatternError, WatcherTriggered
+
+__all__ = ["Bus"]
 
 T = TypeVar("T")
 CHUNK = 256 * 1024          # most bytes read from a transport in one go
-BIG_READ = 4000             # a read this big suggests a flood: more bytes are waiting
 TAIL = 200                  # bytes of received data an error message shows
 SETTLE = 0.05               # see matcher: a deferred match is taken after this much silence
-MAX_HITS = 1000             # watcher hits kept per bus
-STEP_ASIDE = 0.05           # the reader thread pauses this long after a caller read directly
-CATCH_UP = 0.5              # drain waits at most this long for a read in progress
+MAX_HITS = 1000             # watcher hits kept per bus (and hits awaiting their raise)
+CATCH_UP = 0.5              # a catch-up waits at most this long for a read in progress
+WATCHER_BUDGET = 0.1        # seconds a watcher's backtracking search may take per chunk
+MIN_BUDGET = 0.01           # a search at the deadline still gets this long
 _DEFERRED = object()        # a step found a match that more bytes could still change
-
-
-class Transport(Protocol):
-    """What a bus needs from a byte pipe. The reader thread waits and reads; with `direct`,
-    a caller waiting in expect may too (one at a time), which saves a thread switch."""
-
-    description: str        # for messages: "/dev/ttyUSB0", "tcp 127.0.0.1:5000"
-    direct: bool            # callers may use wait_for() and read() as well
-
-    def wait(self) -> bool:
-        """Block until bytes (or end of stream) can be read: True; False once `wake()`d."""
-
-    def wait_for(self, timeout: float) -> bool:
-        """Like `wait`, for at most `timeout` seconds (a caller's wait; only if `direct`)."""
-
-    def read_into(self, room: memoryview) -> int | None:
-        """Copy what arrived into `room` (after a positive wait: without blocking for long):
-        the count; 0 at end of stream; None if nothing arrived."""
-
-    def write(self, data: bytes, timeout: float) -> None:
-        """Write all of `data` (TimeoutError if it cannot within `timeout`)."""
-
-    def wake(self) -> None:
-        """Make every wait return False from now on (the bus is closing)."""
-
-    def close(self) -> None: ...
-
-
-class FdWaiter:
-    """Waits until a file descriptor is readable, or until `wake()` (a self-pipe).
-
-    The reader thread's `wait()` and a caller's `wait(timeout)` use separate poll objects,
-    so both can wait at once."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self._r, self._w = os.pipe()
-        self._polls = []
-        for _ in range(2):
-            poll = select.poll()
-            poll.register(fd, select.POLLIN | select.POLLPRI)
-            poll.register(self._r, select.POLLIN)
-            self._polls.append(poll)
-        self._out = select.poll()
-        self._out.register(fd, select.POLLOUT)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """True when the fd is readable (or hung up); False when woken or timed out."""
-        if timeout is None:
-            events = self._polls[0].poll()
-        else:
-            events = self._polls[1].poll(max(0, int(timeout * 1000 + 0.999)))
-        return bool(events) and all(fd != self._r for fd, _ in events)
-
-    def writable(self, timeout: float) -> bool:
-        """Wait at most `timeout` seconds until the fd can take more bytes (one writer)."""
-        return bool(self._out.poll(max(0, int(timeout * 1000 + 0.999))))
-
-    def hung_up(self) -> bool:
-        """True if the fd reports a hang-up or an error right now."""
-        events = self._polls[1].poll(0)
-        return any(fd == self.fd and ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL)
-                   for fd, ev in events)
-
-    def wake(self) -> None:
-        os.write(self._w, b"x")
-
-    def close(self) -> None:
-        os.close(self._r)
-        os.close(self._w)
-
-
-@dataclass(frozen=True)
-class Mark:
-    """A remembered point of a bus: bytes received so far, and when (`hil.clock.now()`)."""
-
-    name: str
-    offset: int
-    time: float
-
-
-@dataclass(slots=True, eq=False)
-class Match:
-    """What `expect` found: like `re.Match`, plus absolute byte offsets and the arrival time.
-
-    `start`/`end` are byte offsets since the bus opened; `time` is when the chunk that completed
-    the match arrived. Text patterns give str results, bytes patterns bytes. `before` is read
-    from the receive buffer when first used (a flood may have dropped its oldest bytes by then).
-    """
-
-    index: int                          # which of the patterns matched
-    pattern: PatternLike
-    start: int
-    end: int
-    time: float
-    text: str | bytes                   # the whole match, group(0)
-    encoding: str = field(default="utf-8", repr=False)
-    _regs: tuple[tuple[int, int], ...] = field(default=((0, 0),), repr=False)
-    _origin: int = field(default=0, repr=False)    # where _regs offsets start
-    _names: Mapping[str, int] = field(default_factory=dict, repr=False)
-    _buffer: ReceiveBuffer | None = field(default=None, repr=False)
-    _cursor: int = field(default=0, repr=False)    # where `before` starts
-    _before: bytes | None = field(default=None, init=False, repr=False)
-
-    @property
-    def before_bytes(self) -> bytes:
-        """The raw bytes from the read cursor up to the match."""
-        if self._before is None:
-            if self._buffer is None:
-                self._before = b""
-            else:
-                with self._buffer.lock:
-                    self._before = self._buffer.get(self._cursor, self.start)
-        return self._before
-
-    @property
-    def before(self) -> str | bytes:
-        """What arrived before the match (since the previous read), decoded for text patterns."""
-        raw = self.before_bytes
-        return decode(raw, self.encoding) if isinstance(self.text, str) else raw
-
-    def group(self, *which: int | str) -> str | bytes | None | tuple[str | bytes | None, ...]:
-        if len(which) > 1:
-            return tuple(self._group(g) for g in which)
-        return self._group(which[0] if which else 0)
-
-    def groups(self, default: object = None) -> tuple[object, ...]:
-        return tuple(default if g is None else g
-                     for g in (self._group(i) for i in range(1, len(self._regs))))
-
-    def groupdict(self, default: object = None) -> dict[str, object]:
-        return {name: default if (g := self._group(i)) is None else g
-                for name, i in self._names.items()}
-
-    def __getitem__(self, g: int | str) -> str | bytes | None:
-        return self._group(g)
-
-    def _index(self, g: int | str) -> int:
-        index = self._names[g] if isinstance(g, str) else g
-        if not 0 <= index < len(self._regs):
-            raise IndexError(f"no such group: {g!r}")
-        return index
-
-    def _group(self, g: int | str) -> str | bytes | None:
-        s, e = self._regs[self._index(g)]
-        return None if s < 0 else self.text[s - self._origin:e - self._origin]
-
-
-@dataclass(frozen=True)
-class WatcherHit:
-    """A `fail_on` pattern appeared: where (byte offsets), when, and in which line."""
-
-    pattern: PatternLike
-    start: int
-    end: int
-    time: float
-    line: str
-
-
-@dataclass(eq=False)
-class Watcher:
-    """A `fail_on` pattern in force; `remove()` it, or use it as a context manager."""
-
-    bus: Bus
-    pattern: Pattern
-    search: Search = field(repr=False)
-
-    def remove(self) -> None:
-        self.bus._remove_watcher(self)
-
-    def __enter__(self) -> Watcher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-
 class Bus:
     """A byte stream with expect over any `Transport` (see TcpBus, SerialBus).
 
@@ -242,17 +70,21 @@ class Bus:
         self.transcript = Transcript(self.buffer, name=self.name, encoding=self.encoding,
                                      retention=retention)
         self.marks: dict[str, Mark] = {}
-        self.watcher_hits: list[WatcherHit] = []
+        self.watcher_hits: list[WatcherHit] = []    # the first MAX_HITS hits
+        self.hits_dropped = 0                   # hits beyond those, counted
         self._transport = transport
         self._cursor = 0
         self._watchers: list[Watcher] = []
-        self._unraised: list[WatcherHit] = []
+        self._unraised: list[WatcherHit] = []   # hits no call has raised yet (at most MAX_HITS)
+        self._unraised_more = 0                 # ... and how many more there were
+        self._pending: BusError | None = None   # an error for the next call (a dropped watcher)
         self._write_lock = threading.Lock()
-        self._read_lock = threading.Lock()     # held by whoever reads the transport
+        self._read_lock = threading.Lock()      # held by whoever reads the transport
+        self._turn = threading.Condition(threading.Lock())  # guards the two fields below:
+        self._callers = 0                       # callers that read (or want to) in their wait
+        self._reader_polling = False            # the reader thread is in transport.wait()
+        self._waiting = 0                       # callers in a wait (of any kind)
         self._closing = False
-        self._stop = threading.Event()          # set at close
-        self._direct_at = float("-inf")         # when a caller last read the transport
-        self._want_read = False                 # a waiting caller would read if it could
         self._reader = threading.Thread(target=self._read_loop, daemon=True,
                                         name=f"hil-bus-reader {self.name}")
         self._reader.start()
@@ -263,6 +95,7 @@ class Bus:
     # ------------------------------------------------------------------ writing
     def write(self, data: bytes | str) -> None:
         """Send bytes, or text encoded with the bus encoding."""
+        __tracebackhide__ = True
         if isinstance(data, str):
             data = data.encode(self.encoding)
         with self.buffer.lock:
@@ -279,10 +112,12 @@ class Bus:
 
     def writeline(self, text: str) -> None:
         """Send `text` plus the bus's line ending."""
+        __tracebackhide__ = True
         self.write(text + self.line_ending)
 
     def write_hex(self, hex_string: str) -> None:
         """Send bytes written as hex digits, as older bench scripts do: "0a1b ff" -> 0a 1b ff."""
+        __tracebackhide__ = True
         digits = "".join(hex_string.split())
         bad = re.search(r"[^0-9a-fA-F]", digits)
         if bad or len(digits) % 2:
@@ -295,33 +130,38 @@ class Bus:
     # ------------------------------------------------------------------ reading
     def read(self, n: int, timeout: float | None = None) -> bytes:
         """Exactly the next `n` bytes (BusTimeout if they do not all arrive in time)."""
-        def step(final: bool) -> bytes | None:
+        __tracebackhide__ = True
+        def step(final: bool, budget: float) -> bytes | None:
             start = self._start()
             if self.buffer.end - start < n:
                 return None
             self._cursor = start + n
             return self.buffer.get(start, start + n)
-        return self._await(step, timeout, lambda: f"{n} bytes")
+        return self._await(step, self.timeout if timeout is None else timeout,
+                           lambda: f"{n} bytes")
 
     def read_until(self, terminator: str | bytes | Sequence[str | bytes] = b"\n",
                    timeout: float | None = None) -> str | bytes:
         """Everything up to and including the first terminator (str if it is str)."""
+        __tracebackhide__ = True
         patterns = compile_patterns(terminator, True, self.encoding)  # type: ignore[arg-type]
 
         def consume(found: Found) -> str | bytes:
             data = self.buffer.get(self._cursor, found.end)
-            self._cursor = found.end
+            self._cursor = max(self._cursor, found.end)
             return decode(data, self.encoding) if patterns[found.index].text else data
         return self._search(patterns, timeout, consume)
 
     def expect(self, pattern: PatternLike | Sequence[PatternLike],
                timeout: float | None = None) -> Match:
         """Wait for a regex (or the first of several) to appear; consume through the match."""
+        __tracebackhide__ = True
         return self._search(compile_patterns(pattern, False, self.encoding), timeout)
 
     def expect_exact(self, literal: str | bytes | Sequence[str | bytes],
                      timeout: float | None = None) -> Match:
         """Like `expect`, for literal text or bytes (no regex syntax)."""
+        __tracebackhide__ = True
         patterns = compile_patterns(literal, True, self.encoding)  # type: ignore[arg-type]
         return self._search(patterns, timeout)
 
@@ -329,6 +169,7 @@ class Bus:
               timeout: float | None = None, *, exact: bool = False) -> Match:
         """Send `data` and wait for the answer. Unread output from before is discarded first
         (it stays in the transcript), so an old line cannot answer a new question."""
+        __tracebackhide__ = True
         self.drain()
         self.write(data)
         if exact:
@@ -354,14 +195,17 @@ class Bus:
 
     def drain(self) -> bytes:
         """Discard and return everything received but not read yet."""
+        __tracebackhide__ = True
         self._catch_up()
         with self.buffer.lock:
-            self._raise_watcher_hit()
+            self._raise_pending()
             start, self._cursor = self._start(), self.buffer.end
             return self.buffer.get(start, self._cursor)
 
     def mark(self, name: str) -> Mark:
-        """Remember this point (bytes received so far, and the time) as `marks[name]`."""
+        """Remember this point (bytes received so far, and the time) as `marks[name]`. What
+        already arrived is read first, so the point counts every byte that came before it."""
+        self._catch_up()
         with self.buffer.lock:
             mark = Mark(name, self.buffer.end, clock.now())
         self.marks[name] = mark
@@ -389,9 +233,10 @@ class Bus:
     def check_watchers(self) -> None:
         """Raise WatcherTriggered for a hit no bus call has raised yet (the plugin calls this
         after each test)."""
+        __tracebackhide__ = True
         self._catch_up()
         with self.buffer.lock:
-            self._raise_watcher_hit()
+            self._raise_pending()
 
     def _remove_watcher(self, watcher: Watcher) -> None:
         with self.buffer.lock:
@@ -418,7 +263,8 @@ class Bus:
         if self._closing:
             return
         self._closing = True
-        self._stop.set()
+        with self._turn:
+            self._turn.notify_all()
         self._transport.wake()
         self._reader.join(timeout=2.0)
         with self._read_lock:
@@ -431,32 +277,55 @@ class Bus:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ engine
+
+    # ------------------------------------------------------------------ engine: reading
     def _read_loop(self) -> None:
-        """The reader thread: transport -> buffer, transcript, watchers. Never loses an error:
-        it is kept in the buffer and raised (as ConnectionLost) by the next call."""
+        """The reader thread: transport -> buffer, transcript, watchers. It keeps off the
+        transport while a caller reads in its wait, and never loses an error: that is kept in
+        the buffer and raised (as ConnectionLost) by the next call."""
         transport, error, more = self._transport, None, False
         try:
             while not self._closing and not self.buffer.closed:
-                rest = self._direct_at + STEP_ASIDE - time.monotonic()
-                if rest > 0:            # callers read the transport themselves: keep out of
-                    self._stop.wait(rest)   # their way (waking here would cost them the GIL)
+                with self._turn:
+                    while self._callers and not self._closing:
+                        more = False
+                        self._turn.wait()       # until the last caller stops waiting
+                    self._reader_polling = not more
+                try:        # after a big chunk, more is likely there: read on at once
+                    ready = more or transport.wait()
+                finally:
+                    self._reader_polling = False
+                if not ready or self._callers:  # interrupted, closing, or a caller reads now
+                    more = False
                     continue
-                # After a big chunk, more is likely there: read on at once. Else poll first.
-                if more or transport.wait():
-                    with self._read_lock:       # a caller may be reading: let it finish
-                        if self._direct_at + STEP_ASIDE > time.monotonic():
-                            more = False        # it read what woke us (and may read on):
-                            continue            # do not block in a read it should do
-                        count = self._read_into_buffer()
-                        self._take(count)
-                        if self._want_read:     # a caller wants to read: step aside after this
-                            self._want_read, self._direct_at = False, time.monotonic()
-                    more = (count or 0) >= CHUNK // 2
+                count = self._read_in_turn(more)
+                more = (count or 0) >= min(CHUNK, self.buffer.max_read) // 2
         except BaseException as exc:  # noqa: BLE001 - surfaced by the next bus call
             error = exc
         if not self._closing:
             self.buffer.close(error)
+
+    def _read_in_turn(self, more: bool) -> int | None:
+        """One read by the reader thread, once no one else reads. If it had to wait for that,
+        it reads only if bytes are still there (a blocking serial read would hold others off)."""
+        if not self._read_lock.acquire(blocking=False):
+            self._read_lock.acquire()
+            if self._transport.direct and not self._transport.wait_for(0):
+                self._release_read()
+                return None
+        try:
+            count = self._read_into_buffer()
+            self._take(count)
+            return count
+        finally:
+            self._release_read()
+
+    def _release_read(self) -> None:
+        """Release `_read_lock`; a caller waiting to read (not notified by a commit) may now."""
+        self._read_lock.release()
+        if self._callers:
+            with self.buffer.lock:
+                self.buffer.changed.notify_all()
 
     def _read_into_buffer(self) -> int | None:
         """One read straight into the buffer's free room (hold `_read_lock`). (Reading on
@@ -482,8 +351,7 @@ class Bus:
             self.buffer.changed.notify_all()
 
     def _catch_up(self) -> None:
-        """Read what already arrived, now (the reader thread may be stepping aside, or be
-        committing a read: wait for that)."""
+        """Read what already arrived, now (waiting for a read in progress to finish)."""
         transport = self._transport
         if transport.direct and self._read_lock.acquire(timeout=CATCH_UP):
             try:
@@ -497,13 +365,28 @@ class Bus:
             except Exception as exc:  # noqa: BLE001 - kept like the reader thread's errors
                 self.buffer.close(exc)
             finally:
-                self._read_lock.release()
+                self._release_read()
+
+    def _start_reading(self) -> None:
+        """A caller begins a wait in which it reads the transport itself: the reader thread
+        keeps off (interrupted out of its poll if it is in one)."""
+        with self._turn:
+            self._callers += 1
+            polling = self._reader_polling
+        if polling:
+            self._transport.interrupt()
+
+    def _stop_reading(self) -> None:
+        """A caller's wait ends: the last one hands the transport back to the reader thread."""
+        with self._turn:
+            self._callers -= 1
+            if not self._callers:
+                self._turn.notify()
 
     def _read_here(self, seconds: float) -> None:
         """Read the transport in this (waiting) thread, for at most `seconds`; hold
         `buffer.lock` and `_read_lock`."""
         buffer, count = self.buffer, None
-        self._direct_at = time.monotonic()
         try:
             buffer.lock.release()
             try:
@@ -516,19 +399,41 @@ class Bus:
         except Exception as exc:  # noqa: BLE001 - kept like the reader thread's errors
             buffer.close(exc)
 
+    # ------------------------------------------------------------------ engine: watchers
     def _check_watchers(self) -> None:
         with self.buffer.lock:
             for watcher in self._watchers:
-                while (found := watcher.search.step(self.buffer, final=True)) is not None:
-                    watcher.search.skip_to(max(found.end, found.start + 1))
-                    hit = WatcherHit(watcher.pattern.source, found.start, found.end,
-                                     self.buffer.time_at(found.start),
-                                     self._line_around(found.start, found.end))
-                    if len(self.watcher_hits) < MAX_HITS:
-                        self.watcher_hits.append(hit)
-                    self._unraised.append(hit)
-            if self._unraised:
+                try:
+                    self._find_hits(watcher)
+                except SearchTooSlow as exc:
+                    self._drop_slow_watcher(watcher, exc)
+            if self._unraised or self._pending:
                 self.buffer.changed.notify_all()
+
+    def _find_hits(self, watcher: Watcher) -> None:
+        while (found := watcher.search.step(self.buffer, True, WATCHER_BUDGET)) is not None:
+            watcher.search.skip_to(max(found.end, found.start + 1))
+            hit = WatcherHit(watcher.pattern.source, found.start, found.end,
+                             self.buffer.time_at(found.start),
+                             self._line_around(found.start, found.end))
+            if len(self.watcher_hits) < MAX_HITS:
+                self.watcher_hits.append(hit)
+            else:
+                self.hits_dropped += 1
+            if len(self._unraised) < MAX_HITS:
+                self._unraised.append(hit)
+            else:
+                self._unraised_more += 1
+
+    def _drop_slow_watcher(self, watcher: Watcher, exc: SearchTooSlow) -> None:
+        """A watcher whose search backtracks out of its budget would cost every chunk that
+        much: remove it, and fail the next call saying so."""
+        self._watchers = [w for w in self._watchers if w is not watcher]
+        if self._pending is None:
+            self._pending = PatternError(
+                f"{self.name}: fail_on({watcher.pattern.describe()}) was removed: searching it "
+                f"took more than {exc.seconds:g} s on the bytes up to {self.buffer.end} "
+                f"(catastrophic backtracking: {_why_not_re2()}); simplify it")
 
     def _line_around(self, start: int, end: int) -> str:
         """The received line holding [start, end) (as much of it as has arrived)."""
@@ -539,12 +444,18 @@ class Bus:
         line = bytes(data[max(lo, start - base - 500, 0):hi]).rstrip(b"\r")
         return escape(line, self.encoding)
 
-    def _raise_watcher_hit(self) -> None:
-        """Raise WatcherTriggered for the first unraised hit (hold `buffer.lock`)."""
+    def _raise_pending(self) -> None:
+        """Raise a dropped watcher's error, or WatcherTriggered for the first unraised hit
+        (hold `buffer.lock`)."""
+        __tracebackhide__ = True
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            raise pending
         if not self._unraised:
             return
-        hit, more = self._unraised[0], len(self._unraised) - 1
+        hit, more = self._unraised[0], len(self._unraised) - 1 + self._unraised_more
         self._unraised.clear()
+        self._unraised_more = 0
         line = self._line_around(hit.start, hit.end) if hit.start >= self.buffer.base \
             else hit.line
         pattern = hit.pattern.pattern if isinstance(hit.pattern, re.Pattern) else hit.pattern
@@ -554,12 +465,14 @@ class Bus:
 
     def _check_usable(self) -> None:
         """Raise for a watcher hit, a closed bus or a dead reader (hold `buffer.lock`)."""
-        self._raise_watcher_hit()
+        __tracebackhide__ = True
+        self._raise_pending()
         if self._closing:
             raise BusError(f"{self.name}: the bus is closed")
         if self.buffer.closed:
             raise self._lost("to write")
 
+    # ------------------------------------------------------------------ engine: waiting
     def _start(self) -> int:
         """The read cursor, moved past bytes dropped by the retention limit."""
         return max(self._cursor, self.buffer.base)
@@ -571,63 +484,81 @@ class Bus:
         buffer = self.buffer
         match = Match(found.index, pattern.source, found.start, found.end,
                       buffer.time_at(max(found.start, found.end - 1)), text, self.encoding,
-                      regs, origin, found.match.re.groupindex if found.match else {},
-                      buffer, self._cursor)
-        self._cursor = found.end
+                      regs, origin, pattern.names, buffer, self._cursor)
+        self._cursor = max(self._cursor, found.end)     # two waiters: never move back
         return match
 
     def _search(self, patterns: Sequence[Pattern], timeout: float | None,
                 consume: Callable[[Found], T] | None = None) -> T:
         """Wait for the leftmost match of `patterns` after the cursor; `consume` it (default:
         into a Match)."""
+        __tracebackhide__ = True
         buffer = self.buffer
+        limit = self.timeout if timeout is None else timeout
         searched = -1               # buffer.end the short way searched up to, found nothing
-        with buffer.lock:           # often the answer is here already: take the short way
-            search = Search(patterns, self._start(), self.max_match, self.encoding)
-            if not (self._unraised or self._closing):
-                found = search.step(buffer, buffer.closed)
-                if found is not None and not found.deferred:
-                    return consume(found) if consume else self._match(found, patterns)
-                if found is None and not buffer.closed:
-                    searched = buffer.end
         take = consume or (lambda found: self._match(found, patterns))
-
-        def step(final: bool) -> object:
-            nonlocal searched
-            if searched >= 0:       # the first step of the wait: skip it if nothing arrived
-                unchanged, searched = searched == buffer.end and not final, -1
-                if unchanged:
-                    return None
-            found = search.step(buffer, final)
-            if found is None or found.deferred:
-                return _DEFERRED if found else None
-            return take(found)
 
         def what() -> str:
             kinds = ["literal " + p.describe() if p.needle is not None else "regex " + p.describe()
                      for p in patterns]
             return kinds[0] if len(kinds) == 1 else "one of " + ", ".join(kinds)
-        return self._await(step, timeout, what)  # type: ignore[return-value]
 
-    def _await(self, step: Callable[[bool], object], timeout: float | None,
+        with buffer.lock:           # often the answer is here already: take the short way
+            search = Search(patterns, self._start(), self.max_match, self.encoding)
+            if not (self._unraised or self._pending or self._closing):
+                found = self._step(search, buffer.closed, limit, limit, what)
+                if found is not None and not found.deferred:
+                    return take(found)
+                if found is None and not buffer.closed:
+                    searched = buffer.end
+
+        def step(final: bool, budget: float) -> object:
+            nonlocal searched
+            if searched >= 0:       # the first step of the wait: skip it if nothing arrived
+                unchanged, searched = searched == buffer.end and not final, -1
+                if unchanged:
+                    return None
+            found = self._step(search, final, budget, limit, what)
+            if found is None or found.deferred:
+                return _DEFERRED if found else None
+            return take(found)
+        return self._await(step, limit, what)  # type: ignore[return-value]
+
+    def _step(self, search: Search, final: bool, budget: float, limit: float,
+              what: Callable[[], str]) -> Found | None:
+        """One search step; a regex that backtracks past `budget` is a clear BusTimeout."""
+        __tracebackhide__ = True
+        try:
+            return search.step(self.buffer, final, max(budget, MIN_BUDGET))
+        except SearchTooSlow as exc:
+            pattern = exc.pattern.describe()  # type: ignore[attr-defined]
+            raise BusTimeout(
+                f"{self.name}: timed out after {limit:g} s waiting for {what()}: searching "
+                f"regex {pattern} did not finish in time (catastrophic backtracking on the "
+                f"bytes up to {self.buffer.end}: {_why_not_re2()}); "
+                "simplify the pattern", tail=self._tail()[0]) from None
+
+    def _await(self, step: Callable[[bool, float], object], limit: float,
                what: Callable[[], str]) -> T:
-        """Run `step(final)` on each arrival until it returns a result; raise on a watcher hit,
-        at end of stream (ConnectionLost) or at the deadline (BusTimeout)."""
-        limit = self.timeout if timeout is None else timeout
+        """Run `step(final, budget)` on each arrival until it returns a result; raise on a
+        watcher hit, at end of stream (ConnectionLost) or at the deadline (BusTimeout)."""
+        __tracebackhide__ = True
         deadline = time.monotonic() + limit
         buffer = self.buffer
         # Waiting, this thread reads the transport itself when no one else is (it then holds
         # `_read_lock`): bytes reach it without a thread switch, and the reader thread rests.
-        reading, direct = False, self._transport.direct
+        reading, counted, direct = False, False, self._transport.direct
         with buffer.lock:
+            self._waiting += 1
             try:
                 if self._closing:
                     raise BusError(f"{self.name}: the bus is closed")
-                began, deferred_since = buffer.end, 0.0
+                began, unread = buffer.end, buffer.end - self._start()
+                deferred_since = 0.0
                 while True:
-                    if self._unraised:
-                        self._raise_watcher_hit()
-                    result = step(buffer.closed)
+                    if self._unraised or self._pending:
+                        self._raise_pending()
+                    result = step(buffer.closed, deadline - time.monotonic())
                     if result is not None and result is not _DEFERRED:
                         return result  # type: ignore[return-value]
                     if buffer.closed:
@@ -640,24 +571,29 @@ class Bus:
                     left = wake - time.monotonic()
                     if left <= 0:
                         if result is _DEFERRED:
-                            final = step(True)
+                            final = step(True, MIN_BUDGET)
                             if final is not None and final is not _DEFERRED:
                                 return final  # type: ignore[return-value]
-                        raise self._timeout(what(), limit, began)
+                        raise self._timeout(what(), limit, unread, buffer.end - began)
                     if self._closing:
                         raise BusError(f"{self.name}: the bus was closed while waiting for "
                                        f"{what()}")
+                    if direct and not counted:
+                        counted = True
+                        self._start_reading()
                     if direct and not reading:
                         reading = self._read_lock.acquire(blocking=False)
-                        self._want_read = not reading   # asks the reader thread to step aside
                     if reading:
                         self._read_here(left)
                     else:
                         buffer.changed.wait(left)
             finally:
+                self._waiting -= 1
                 if reading:                     # another waiting caller may read now
                     self._read_lock.release()
                     buffer.changed.notify_all()
+                if counted:
+                    self._stop_reading()
 
     def _tail(self) -> tuple[bytes, str]:
         """The last bytes received (unread ones if any) and a phrase describing them."""
@@ -672,11 +608,11 @@ class Bus:
             return data, "nothing was ever received"
         return data, f"nothing unread; last bytes received before: '{escape(data, self.encoding)}'"
 
-    def _timeout(self, what: str, limit: float, began: int) -> BusTimeout:
+    def _timeout(self, what: str, limit: float, unread: int, arrived: int) -> BusTimeout:
         tail, shown = self._tail()
-        arrived = self.buffer.end - began
         return BusTimeout(f"{self.name}: timed out after {limit:g} s waiting for {what}; "
-                          f"{arrived} bytes arrived meanwhile; {shown}", tail=tail)
+                          f"{unread} unread bytes when the wait began, {arrived} arrived during "
+                          f"it; {shown}", tail=tail)
 
     def _lost(self, doing: str) -> ConnectionLost:
         error = self.buffer.error
@@ -690,3 +626,9 @@ class Bus:
         lost = ConnectionLost(f"{self.name}: connection lost {doing} ({reason}); {shown}")
         lost.__cause__ = error
         return lost
+
+
+def _why_not_re2() -> str:
+    return ("RE2 cannot run it as written (look-around, back-references, a `$` inside it, "
+            "VERBOSE, or a str pattern on non-ASCII text), so the backtracking `regex` "
+            "module does, with a time limit")

@@ -35,7 +35,12 @@ bytes while the searched window is pure ASCII. (One corner: on that path `\s` do
 the ASCII separators \x1c-\x1f, which str regexes count as whitespace.)
 
 String regexes are compiled with re.MULTILINE and `$` also matches before "\r\n" (console
-lines end in CRLF). A compiled `re.Pattern` is used exactly as given.
+lines end in CRLF). A compiled `re.Pattern` is used with its own flags.
+
+*Cost*: `re` parses and checks every regex (errors, the look-back above), but the searching is
+done by RE2 where it can (linear time) and otherwise by the `regex` module with a time budget
+(`hil.buses.engines`), so a catastrophic pattern costs at most its caller's timeout, and never
+holds the GIL that other buses need.
 """
 from __future__ import annotations
 
@@ -43,14 +48,22 @@ import codecs
 import functools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from re import _constants as C  # type: ignore[attr-defined]  # the stdlib's own regex parser
 from re import _parser as P  # type: ignore[attr-defined]
 
 from hil.buses.buffer import ReceiveBuffer
+from hil.buses.engines import Engine, SearchTooSlow, Spans, backtracking, engine
 from hil.errors import PatternError
 
+__all__ = ["MAX_MATCH", "Found", "Pattern", "PatternLike", "Search", "SearchTooSlow",
+           "check_encoding", "compile_pattern", "compile_patterns", "decode", "find_literal",
+           "rarest"]
+
 MAX_MATCH = 64 * 1024
+#: Seconds a backtracking search may take when the caller gives no budget (watchers).
+DEFAULT_BUDGET = 0.25
 #: Bytes of already-searched text decoded before a window on the decoding path, so `^`, `\b`
 #: and short look-behinds see what precedes it.
 CONTEXT = 64
@@ -121,8 +134,10 @@ class Pattern:
     needle: bytes | None = None         # a literal, encoded
     prefix: bytes = b""                 # a regex's literal start (see find_literal)
     rare: int = 0                       # index of the rarest byte of needle or prefix
-    regex: re.Pattern | None = None     # bytes regex: bytes patterns, ASCII str patterns
-    text_regex: re.Pattern | None = None   # str regex, for windows that are not pure ASCII
+    regex: Engine | None = None         # on raw bytes: bytes patterns, ASCII str patterns
+    text_regex: Engine | None = None    # on decoded text, for windows that are not pure ASCII
+    checked: re.Pattern | None = None   # what `re` compiled: the reference semantics
+    names: Mapping[str, int] = field(default_factory=dict)     # named groups
     span: int | None = None             # bytes one match attempt may examine; None: unbounded
     line_bounded: bool = False          # an attempt never examines past a newline
     fixed: bool = True                  # more bytes can never change a match once found
@@ -131,7 +146,7 @@ class Pattern:
     @property
     def matches_empty(self) -> bool:
         """True for a regex that matches the empty string (useless as a watcher)."""
-        regex = self.text_regex or self.regex
+        regex = self.checked
         return regex is not None and regex.fullmatch("" if self.text else b"") is not None
 
     def describe(self) -> str:
@@ -218,14 +233,21 @@ def _compile(source: str | bytes, flags: int) -> re.Pattern:
         raise PatternError(f"invalid regex {source!r}: {exc.msg} at position {exc.pos}") from None
 
 
-def _ascii_twin(regex: re.Pattern) -> re.Pattern | None:
-    """The bytes version of an ASCII str regex (the fast path), or None if there is none."""
-    if not regex.pattern.isascii():
-        return None
+def _engines(source: str | bytes, regex: re.Pattern,
+             crlf_dollar: bool) -> tuple[Engine | None, Engine | None]:
+    """(the engine on raw bytes, the engine on decoded text) for a regex `re` compiled."""
+    if isinstance(source, bytes):
+        return engine(source, regex.pattern, regex.flags, crlf_dollar, regex.groups), None
+    text = backtracking(regex.pattern, regex.flags)
+    if not source.isascii():
+        return None, text
+    flags = regex.flags & ~re.UNICODE      # the ASCII fast path: the same regex on bytes
     try:
-        return re.compile(regex.pattern.encode("ascii"), regex.flags & ~re.UNICODE)
-    except (re.error, ValueError):
-        return None
+        raw: Engine | None = engine(source.encode("ascii"), regex.pattern.encode("ascii"),
+                                    flags, crlf_dollar, regex.groups, ascii_data=True)
+    except PatternError:
+        raw = None
+    return raw, text
 
 
 @functools.lru_cache(maxsize=512)
@@ -235,11 +257,11 @@ def compile_pattern(source: PatternLike, exact: bool = False,
     if exact:
         return _literal(source, encoding)
     if isinstance(source, re.Pattern):
-        regex = source
+        regex, given, crlf = source, source.pattern, False
     elif isinstance(source, (str, bytes)):
         if not source:
             raise PatternError("empty pattern: it would match immediately, anywhere")
-        regex = _compile(_crlf_dollar(source), re.MULTILINE)
+        regex, given, crlf = _compile(_crlf_dollar(source), re.MULTILINE), source, True
     else:
         raise PatternError(f"a pattern must be str, bytes or re.Pattern, got {source!r}")
     text = isinstance(regex.pattern, str)
@@ -258,12 +280,10 @@ def compile_pattern(source: PatternLike, exact: bool = False,
     per_char = 4 if text and encoding == "utf-8" else 1
     span = None if max(high, shape.lookahead) >= _UNBOUNDED else (high + shape.lookahead) * per_char
     prefix = _literal_prefix(parsed, text)
+    raw, decoded = _engines(given, regex, crlf)
     return Pattern(source=source, text=text, prefix=prefix, rare=rarest(prefix) if prefix else 0,
-                   regex=_ascii_twin(regex) if text else regex,
-                   text_regex=regex if text else None,
-                   span=span, line_bounded=line_bounded,
-                   fixed=fixed,
-                   reach=shape.lookahead)
+                   regex=raw, text_regex=decoded, checked=regex, names=dict(regex.groupindex),
+                   span=span, line_bounded=line_bounded, fixed=fixed, reach=shape.lookahead)
 
 
 def _literal_prefix(parsed: object, text: bool) -> bytes:
@@ -330,26 +350,25 @@ class Found:
     start: int                      # absolute byte offsets
     end: int
     deferred: bool = False
-    match: re.Match | None = None   # None for literals; valid only while the lock is held
+    text: str | bytes | None = None     # group 0 of a regex match (None for literals)
+    regs: Spans = ()                    # the group spans, as in `re.Match.regs` ...
+    origin: int = 0                     # ... counted from this offset of `text`
 
-    def copy_out(self, pattern: Pattern) -> tuple[str | bytes, tuple[tuple[int, int], ...], int]:
-        """(group 0, the group spans as in `re.Match.regs`, the offset those spans start at),
-        copied so they stay right after the buffer changes."""
-        m = self.match
-        if m is None:
+    def copy_out(self, pattern: Pattern) -> tuple[str | bytes, Spans, int]:
+        """(group 0, the group spans as in `re.Match.regs`, the offset those spans start at)."""
+        if self.text is None:
             return pattern.source, ((0, self.end - self.start),), 0  # type: ignore[return-value]
-        text = m.group()
-        if pattern.text and not isinstance(text, str):
-            text = text.decode("ascii")         # the ASCII fast path of a str regex
-        return text, m.regs, m.start()
+        return self.text, self.regs, self.origin
 
 
 class Search:
     """An incremental search for the leftmost match of `patterns` from offset `start` on.
 
-    Call `step(buffer, final)` while holding `buffer.lock`, each time bytes arrived. It
-    returns a `Found` (perhaps deferred by the end-of-data rule) or None; `final` means no more
-    bytes will be waited for (end of stream, deadline, settle time), so nothing is deferred.
+    Call `step(buffer, final, budget)` while holding `buffer.lock`, each time bytes arrived.
+    It returns a `Found` (perhaps deferred by the end-of-data rule) or None; `final` means no
+    more bytes will be waited for (end of stream, deadline, settle time), so nothing is
+    deferred. A regex RE2 cannot run may search for `budget` seconds at most: beyond,
+    `SearchTooSlow` (its `pattern` says which).
     """
 
     def __init__(self, patterns: Sequence[Pattern], start: int, max_match: int = MAX_MATCH,
@@ -358,13 +377,23 @@ class Search:
         self.max_match = max_match
         self.encoding = encoding
         self._scan = [start] * len(patterns)    # per pattern: first start not yet settled
+        self._trying = 0                        # the pattern being searched
 
-    def step(self, buf: ReceiveBuffer, final: bool = False) -> Found | None:
+    def step(self, buf: ReceiveBuffer, final: bool = False,
+             budget: float = DEFAULT_BUDGET) -> Found | None:
+        try:
+            return self._step(buf, final, budget)
+        except SearchTooSlow as exc:
+            exc.pattern = self.patterns[self._trying]   # type: ignore[attr-defined]
+            raise
+
+    def _step(self, buf: ReceiveBuffer, final: bool, budget: float) -> Found | None:
         base = buf.base
         end = base + buf.used
         if len(self.patterns) == 1:             # the common case, kept short
             lo = self._scan[0] if self._scan[0] > base else base
-            found, limit = self._find(0, self.patterns[0], buf, lo, end, final)
+            self._trying = 0
+            found, limit = self._find(0, self.patterns[0], buf, lo, end, final, budget)
             if found is not None and not found.deferred:
                 return found
             tried = [(found, lo, limit)]
@@ -373,7 +402,8 @@ class Search:
             best, tried = None, []
             for i, pattern in enumerate(self.patterns):
                 lo = self._scan[i] if self._scan[i] > base else base
-                found, limit = self._find(i, pattern, buf, lo, end, final)
+                self._trying = i
+                found, limit = self._find(i, pattern, buf, lo, end, final, budget)
                 tried.append((found, lo, limit))
                 if found is not None and (best is None or found.start < best.start):
                     best = found
@@ -389,7 +419,7 @@ class Search:
         self._scan = [max(s, offset) for s in self._scan]
 
     def _find(self, i: int, p: Pattern, buf: ReceiveBuffer, lo: int, end: int,
-              final: bool) -> tuple[Found | None, int]:
+              final: bool, budget: float) -> tuple[Found | None, int]:
         """Leftmost match of one pattern in [lo, end), and how far the search got."""
         data, base = buf.data, buf.base
         if p.needle is not None:
@@ -404,16 +434,20 @@ class Search:
                 at = find_literal(data, p.prefix, at, end - base, p.rare)
                 if at < 0:
                     return None, end
-            m = p.regex.search(data, at, end - base)
-            if m is None:
-                return None, end
-            start, stop = base + m.start(), base + m.end()
-            deferred = not final and not p.fixed and stop + p.reach >= end
-            return Found(i, start, stop, deferred, m), end
-        return self._find_decoded(i, p, buf, lo, end, final)
+            with buf.view() as view:
+                regs = p.regex.search(view, at, end - base, budget)
+                if regs is None:
+                    return None, end
+                (s, e) = regs[0]
+                text: str | bytes = bytes(view[s:e])
+            if p.text:
+                text = text.decode("ascii")     # the ASCII fast path of a str regex
+            deferred = not final and not p.fixed and base + e + p.reach >= end
+            return Found(i, base + s, base + e, deferred, text, regs, s), end
+        return self._find_decoded(i, p, buf, lo, end, final, budget)
 
     def _find_decoded(self, i: int, p: Pattern, buf: ReceiveBuffer, lo: int, end: int,
-                      final: bool) -> tuple[Found | None, int]:
+                      final: bool, budget: float) -> tuple[Found | None, int]:
         """The text path: decode the window (plus a little context) and search the text."""
         data, base, utf8 = buf.data, buf.base, self.encoding == "utf-8"
         lo = _char_start(data, lo - base, end - base, utf8) + base
@@ -421,17 +455,21 @@ class Search:
         head = decode(bytes(data[ctx - base:lo - base]), self.encoding)
         text, escaped, used = _decode_partial(bytes(data[lo - base:end - base]), self.encoding,
                                               final)
-        m = p.text_regex.search(head + text, len(head))  # type: ignore[union-attr]
-        if m is None:
+        window = head + text
+        searcher = p.text_regex
+        assert searcher is not None, "a text-path pattern has a text engine"
+        regs = searcher.search(window, len(head), len(window), budget)
+        if regs is None:
             return None, lo + used
+        (s, e) = regs[0]
 
         def to_bytes(char: int) -> int:
             chars = escaped[:char - len(head)]
             size = len(chars.encode(self.encoding, "surrogateescape")) if utf8 else len(chars)
             return lo + size
 
-        deferred = not final and not p.fixed and m.end() + p.reach >= len(head) + len(text)
-        return Found(i, to_bytes(m.start()), to_bytes(m.end()), deferred, m), lo + used
+        deferred = not final and not p.fixed and e + p.reach >= len(window)
+        return Found(i, to_bytes(s), to_bytes(e), deferred, window[s:e], regs, s), lo + used
 
     def _retry(self, p: Pattern, buf: ReceiveBuffer, lo: int, end: int) -> int:
         """The look-back rule: the first start whose match attempt may have hit `end`."""

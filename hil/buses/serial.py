@@ -9,19 +9,15 @@ import os
 import select
 import termios
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import serial
 from serial.serialposix import Serial as PosixSerial
 from serial.urlhandler.protocol_socket import Serial as SocketSerial
 
-from hil.buses.buffer import DEFAULT_RETENTION
-from hil.buses.bus import BIG_READ, Bus, FdWaiter
+from hil.buses.bus import Bus
+from hil.buses.transport import BIG_READ, FdWaiter
 from hil.errors import BusConnectError, BusError
-from hil.rig import Key, Resource, RigKind
-
-if TYPE_CHECKING:
-    from hil.sim.bench import VirtualBench
 
 POLL = 0.05     # how often a reader blocked in pyserial's read() looks at the closing flag
 VTIME = 0.1     # longest blocking read of a local port (termios VTIME, in tenths of a second)
@@ -119,6 +115,10 @@ class SerialTransport:
                 if left <= 0 or not self._out.poll(int(left * 1000 + 0.999)):
                     raise TimeoutError from None
 
+    def interrupt(self) -> None:
+        if self._waiter is not None:
+            self._waiter.interrupt()
+
     def wake(self) -> None:
         if self._waiter is not None:
             self._waiter.wake()
@@ -200,39 +200,3 @@ class SerialBus(Bus):
             action()
         except (OSError, serial.SerialException) as exc:
             raise BusError(f"{self.name}: cannot set {what}: {exc}") from exc
-
-
-def open_serial(resource: Resource, bench: VirtualBench) -> SerialBus:
-    """The "serial" rig kind's opener; url "sim:dut" serves the virtual DUT on a pty."""
-    url = resource["url"]
-    if url == "sim:dut":
-        from hil.sim.dut_server import serve_pty
-        url = bench.start("dut-pty", lambda: serve_pty(bench.dut)).path
-    elif url == "sim" or url.startswith("sim:"):
-        raise resource.error(f"unknown simulator {url!r}; the serial kind offers \"sim:dut\"",
-                             key="url")
-    return SerialBus(url, resource["baudrate"], resource["bytesize"], resource["parity"],
-                     resource["stopbits"], resource["xonxoff"], resource["rtscts"],
-                     resource["dsrdtr"], name=resource.name, timeout=resource["timeout"],
-                     encoding=resource["encoding"], line_ending=resource["line_ending"],
-                     retention=resource["retention"])
-
-
-RIG_KIND = RigKind(
-    keys={
-        "url": Key(str, help='device path or pyserial URL; "sim:dut" for the virtual DUT'),
-        "baudrate": Key(int, 115200),
-        "bytesize": Key(int, 8, choices=(5, 6, 7, 8)),
-        "parity": Key(str, "N", choices=("N", "E", "O", "M", "S")),
-        "stopbits": Key(float, 1.0, choices=(1.0, 1.5, 2.0)),
-        "xonxoff": Key(bool, False, help="software flow control"),
-        "rtscts": Key(bool, False, help="hardware flow control (RTS/CTS)"),
-        "dsrdtr": Key(bool, False, help="hardware flow control (DSR/DTR)"),
-        "encoding": Key(str, "utf-8", help="text encoding (UTF-8 or single-byte)"),
-        "line_ending": Key(str, "\n", help="what writeline() appends"),
-        "timeout": Key(float, 10.0, help="default expect/read timeout, seconds"),
-        "retention": Key(int, DEFAULT_RETENTION, help="received bytes kept in memory"),
-    },
-    open=open_serial,
-    help="a serial port (or pyserial URL) with expect",
-)

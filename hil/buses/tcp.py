@@ -3,15 +3,11 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from hil.buses.buffer import DEFAULT_RETENTION
-from hil.buses.bus import Bus, FdWaiter
+from hil.buses.bus import Bus
+from hil.buses.transport import FdWaiter
 from hil.errors import BusConnectError
-from hil.rig import Key, Resource, RigKind
-
-if TYPE_CHECKING:
-    from hil.sim.bench import VirtualBench
 
 
 class TcpTransport:
@@ -57,6 +53,9 @@ class TcpTransport:
                 if not self._waiter.writable(deadline - time.monotonic()):
                     raise TimeoutError from None
 
+    def interrupt(self) -> None:
+        self._waiter.interrupt()
+
     def wake(self) -> None:
         self._waiter.wake()
 
@@ -81,35 +80,3 @@ class TcpBus(Bus):
             transport.close()
             raise
         self.host, self.port = host, port
-
-
-def open_tcp(resource: Resource, bench: VirtualBench) -> TcpBus:
-    """The "tcp" rig kind's opener; host "sim" serves the virtual DUT's console on TCP."""
-    host, port = resource["host"], resource["port"]
-    if host == "sim":
-        from hil.sim.dut_server import serve_tcp
-        server = bench.start("dut-tcp", lambda: serve_tcp(bench.dut))
-        host, port = server.host, server.port
-    elif isinstance(host, str) and host.startswith("sim:"):
-        raise resource.error(f"unknown simulator {host!r}; the tcp kind offers host = \"sim\"",
-                             key="host")
-    elif not 0 < port < 65536:
-        raise resource.error(f"port {port} is not a TCP port (1-65535)", key="port")
-    return TcpBus(host, port, resource["connect_timeout"], name=resource.name,
-                  timeout=resource["timeout"], encoding=resource["encoding"],
-                  line_ending=resource["line_ending"], retention=resource["retention"])
-
-
-RIG_KIND = RigKind(
-    keys={
-        "host": Key(str, help='host name or address; "sim" for the virtual DUT'),
-        "port": Key(int, 0, help="TCP port (any for sim)"),
-        "connect_timeout": Key(float, 5.0, help="seconds to wait for the connection"),
-        "timeout": Key(float, 10.0, help="default expect/read timeout, seconds"),
-        "encoding": Key(str, "utf-8", help="text encoding (UTF-8 or single-byte)"),
-        "line_ending": Key(str, "\n", help="what writeline() appends"),
-        "retention": Key(int, DEFAULT_RETENTION, help="received bytes kept in memory"),
-    },
-    open=open_tcp,
-    help="a byte stream over TCP with expect",
-)

@@ -1,0 +1,106 @@
+"""What a bus needs from a byte pipe (`Transport`), and `FdWaiter`, the poll-based wait that
+TCP and local serial transports share."""
+from __future__ import annotations
+
+import os
+import select
+from typing import Protocol
+
+BIG_READ = 4000             # a read this big suggests a flood: more bytes are waiting
+
+
+class Transport(Protocol):
+    """A byte pipe under a bus. The bus's reader thread waits and reads; with `direct`, a
+    caller waiting in expect may read too (one at a time), which saves a thread switch."""
+
+    description: str        # for messages: "/dev/ttyUSB0", "tcp 127.0.0.1:5000"
+    direct: bool            # callers may use wait_for() and read() as well
+
+    def wait(self) -> bool:
+        """Block until bytes (or end of stream) can be read: True; False once `wake()`d or
+        `interrupt()`ed."""
+
+    def wait_for(self, timeout: float) -> bool:
+        """Like `wait`, for at most `timeout` seconds (a caller's wait; only if `direct`)."""
+
+    def read_into(self, room: memoryview) -> int | None:
+        """Copy what arrived into `room` (after a positive wait: without blocking for long):
+        the count; 0 at end of stream; None if nothing arrived."""
+
+    def write(self, data: bytes, timeout: float) -> None:
+        """Write all of `data` (TimeoutError if it cannot within `timeout`)."""
+
+    def interrupt(self) -> None:
+        """Make the reader thread's `wait()` in progress (or its next one) return False once:
+        a caller takes over reading (only if `direct`)."""
+
+    def wake(self) -> None:
+        """Make every wait return False from now on (the bus is closing)."""
+
+    def close(self) -> None: ...
+
+
+def _ms(timeout: float) -> int:
+    return max(0, int(timeout * 1000 + 0.999))
+
+
+class FdWaiter:
+    """Waits until a file descriptor is readable, or until `wake()` (a self-pipe, for every
+    wait) or `interrupt()` (a second one, for the reader thread's `wait()` only).
+
+    The reader thread's `wait()` and a caller's `wait(timeout)` use separate poll objects,
+    so both can wait at once."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._wake_r, self._wake_w = os.pipe()
+        self._nudge_r, self._nudge_w = os.pipe()
+        os.set_blocking(self._nudge_r, False)
+        os.set_blocking(self._nudge_w, False)
+        self._woken = False
+        self._reader, self._caller = select.poll(), select.poll()
+        for poll in (self._reader, self._caller):
+            poll.register(fd, select.POLLIN | select.POLLPRI)
+            poll.register(self._wake_r, select.POLLIN)
+        self._reader.register(self._nudge_r, select.POLLIN)
+        self._out = select.poll()
+        self._out.register(fd, select.POLLOUT)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True when the fd is readable (or hung up); False when woken, interrupted (only the
+        untimed wait: the reader thread's) or timed out."""
+        if timeout is not None:
+            events = self._caller.poll(_ms(timeout))
+            return bool(events) and not self._woken and all(fd == self.fd for fd, _ in events)
+        events = self._reader.poll()
+        if any(fd == self._nudge_r for fd, _ in events):
+            try:
+                os.read(self._nudge_r, 64)
+            except BlockingIOError:
+                pass
+            return False
+        return not self._woken and all(fd == self.fd for fd, _ in events)
+
+    def writable(self, timeout: float) -> bool:
+        """Wait at most `timeout` seconds until the fd can take more bytes (one writer)."""
+        return bool(self._out.poll(_ms(timeout)))
+
+    def hung_up(self) -> bool:
+        """True if the fd reports a hang-up or an error right now."""
+        events = self._caller.poll(0)
+        return any(fd == self.fd and ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL)
+                   for fd, ev in events)
+
+    def interrupt(self) -> None:
+        try:
+            os.write(self._nudge_w, b"x")
+        except BlockingIOError:         # the pipe is full of nudges: one more changes nothing
+            pass
+
+    def wake(self) -> None:
+        self._woken = True
+        os.write(self._wake_w, b"x")
+
+    def close(self) -> None:
+        for fd in (self._wake_r, self._wake_w, self._nudge_r, self._nudge_w):
+            os.close(fd)
