@@ -36,17 +36,49 @@ class PatternError(BusError, ValueError):
     """A pattern given to expect/read_until/fail_on is invalid (bad regex, empty literal)."""
 
 
+class BusDataError(BusError, ValueError):
+    """Data given to a bus call cannot be turned into bytes (bad hex digits, a bad escape), or
+    an argument of a bus call is out of range (a byte count, a timeout)."""
+
+
 class WatcherTriggered(BusError, AssertionError):
     """A fail_on() pattern appeared on a bus: the DUT said something that fails the test."""
 
 
 class ProtocolError(HilError):
-    """Bytes from a peer do not follow the wire format: names the field and the offset/where."""
+    """Bytes from a peer do not follow the wire format.
 
-    def __init__(self, message: str, field: str | None = None, where: str | None = None) -> None:
+    `field` names what was wrong, `where` the peer (host:port, a file) and `offset` the byte
+    offset in that peer's stream; the message shows each one known. Codecs are pure and do not
+    know their peer: the client that fed them adds it with `raise exc.at(where)`.
+    """
+
+    def __init__(self, message: str, field: str | None = None, where: str | None = None,
+                 offset: int | None = None) -> None:
         super().__init__(message)
+        self.message = message
         self.field = field
         self.where = where
+        self.offset = offset
+
+    def at(self, where: str, offset: int | None = None) -> ProtocolError:
+        """Fill in the peer (and offset) if the raiser did not know them; returns self."""
+        if self.where is None:
+            self.where = where
+        if self.offset is None:
+            self.offset = offset
+        return self
+
+    def __str__(self) -> str:
+        parts = (f"field {self.field!r}" if self.field else "",
+                 f"at {self.where}" if self.where else "",
+                 f"stream offset {self.offset}" if self.offset is not None else "")
+        # a wrapping caller may already have put one in its message: say each thing once
+        shown = [p for p in parts if p and p not in self.message]
+        return f"{self.message} ({', '.join(shown)})" if shown else self.message
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.message, self.field, self.where, self.offset)
 
 
 class InstrumentError(HilError):

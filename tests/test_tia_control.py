@@ -70,17 +70,18 @@ def test_error_descriptions_xml_and_plain_text():
     assert bare.error_description() == "(no description)"
 
 
-@pytest.mark.parametrize("raw, field", [
-    (b"HTTP/1.1 200 OK\n\n", "version line"),
-    (b"TiA 1.0\n\n", "command line"),
-    (b"TiA 1.0\nMetaInfo\nContent-Length: lots\n\n", "Content-Length"),
-    (b"TiA 1.0\nOK\nno colon here\n\n", "header"),
+@pytest.mark.parametrize("raw, field, offset", [
+    (b"HTTP/1.1 200 OK\n\n", "version line", 0),
+    (b"TiA 1.0\n\n", "command line", 8),
+    (b"TiA 1.0\nMetaInfo\nContent-Length: lots\n\n", "Content-Length", 17),
+    (b"TiA 1.0\nOK\nno colon here\n\n", "header", 11),
 ])
-def test_malformed_messages_name_the_field(raw, field):
+def test_malformed_messages_name_the_field_and_the_offset_of_its_line(raw, field, offset):
     with pytest.raises(ProtocolError) as info:
         parse_all(raw)
-    assert info.value.field == field
-    assert "offset 0" in info.value.where
+    assert (info.value.field, info.value.offset) == (field, offset)
+    assert f"field {field!r}" in str(info.value)
+    assert f"stream offset {offset}" in str(info.value)
 
 
 def test_endless_header_is_an_error():
@@ -92,4 +93,5 @@ def test_error_offset_points_at_the_bad_message():
     good = ctl.encode(ctl.ok())
     with pytest.raises(ProtocolError) as info:
         parse_all(good + b"garbage\n\n")
-    assert info.value.where == f"stream offset {len(good)}"
+    assert info.value.offset == len(good)
+    assert str(info.value).endswith(f"(field 'version line', stream offset {len(good)})")

@@ -19,7 +19,7 @@ from hil.errors import ConnectionLost, ProtocolError
 from hil.instruments.tia import TiaClient
 from hil.sim.tia_server import TiaServer
 
-pytia = pytest.importorskip("pytia")
+import pytia  # noqa: E402 - a test dependency (pyproject [test]): missing means a broken set-up
 pytia.pytia_logger.setLevel(logging.ERROR)
 pytia_server_race = pytest.mark.filterwarnings(
     "ignore::pytest.PytestUnhandledThreadExceptionWarning")

@@ -12,10 +12,9 @@ import pytest
 
 from hil.errors import (BusTimeout, ConnectionLost, InstrumentConnectError, InstrumentError,
                         ProtocolError, SimulatorError, ValidationError)
-from hil.instruments import tia_capture
-from hil.instruments.tia import RIG_KIND, TiaClient
+from hil.cli import capture_tia as tia_capture
+from hil.instruments.tia import TiaClient
 from hil.protocols import tia_control as ctl
-from hil.rig import check_table, open_resource
 from hil.sim.bench import VirtualBench
 from hil.sim.tia_server import Fault, TiaServer, _fault_plan, parse_faults
 from hil.sim.tia_signals import SINE_AMPLITUDE, SINE_HZ, parse_signals
@@ -167,7 +166,9 @@ def test_malformed_packets_stop_the_capture_with_the_field(serve, fault, field):
     with connect(server) as client, pytest.raises(ProtocolError) as info:
         client.capture(packets=30)
     assert info.value.field == field
-    assert "stream offset" in info.value.where
+    assert info.value.offset == 7 * 69 and info.value.where is not None   # eeg 4x2: 69 bytes
+    assert f"{server.host}:{server.port} data connection" in str(info.value)
+    assert f"stream offset {7 * 69}" in str(info.value)
 
 
 def test_resync_skips_a_corrupt_packet_and_counts_it_lost(serve):
@@ -319,24 +320,6 @@ def test_fault_plan_splits_runs():
                     ("size", 8), ("stall", 0.1), ("packets", (9, 12))]
     repeating = list(_fault_plan(parse_faults("drop@2/10"), 20, 10))
     assert repeating == [("packets", (0, 2)), ("packets", (3, 10))]
-
-
-def test_rig_kind_opens_the_simulator_on_the_bench(tmp_path):
-    table = {"kind": "tia", "host": "sim", "signals": "eeg:4x4@1000/sine", "speed": 4.0}
-    resource = check_table("eeg", table, str(tmp_path / "rig.toml"))
-    assert resource["port"] == 38500 and resource["transport"] == "tcp"
-    assert set(RIG_KIND.keys) >= {"host", "port", "transport", "sample_order", "timeout",
-                                  "signals", "speed", "realtime"}
-    with VirtualBench() as bench:
-        client = open_resource(resource, bench)
-        try:
-            cap = client.capture(packets=20)
-            assert cap["eeg"].samples.shape == (4, 80)
-            client.start()
-            client.safe_state()
-            assert not client.streaming
-        finally:
-            client.close()
 
 
 def test_capture_command_json(serve, capsys):

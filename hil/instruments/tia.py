@@ -7,8 +7,10 @@ by chunk for long runs. The reader `recv_into`s a large preallocated buffer and 
 runs of packets at once (`StreamDecoder`), so cost is per chunk, not per packet.
 
 Every wait has a timeout. A server that goes away mid-stream raises `ConnectionLost` naming
-host:port and what had arrived; a malformed packet raises `ProtocolError` (or, with
-`resync=True`, is skipped and counted).
+host:port and what had arrived; a malformed reply or packet raises `ProtocolError` naming the
+field, host:port and connection, and the byte offset in that connection's stream (a malformed
+packet, with `resync=True`, is skipped and counted instead). After a malformed packet the stream
+has no framing: `stop()` still works, reading the stream again raises the same error.
 """
 from __future__ import annotations
 
@@ -26,7 +28,6 @@ from hil.instruments.stream_capture import SignalData, StreamCapture
 from hil.protocols import tia_control as ctl
 from hil.protocols.tia_metainfo import MetaInfo, decode_metainfo
 from hil.protocols.tia_packets import Run, StreamDecoder, count_gaps
-from hil.rig import Key, RigKind
 from hil.timeout import Deadline
 
 DEFAULT_PORT = 38500
@@ -108,6 +109,8 @@ class TiaClient:
         self.streaming = False
         self.lost_packets = 0           # over the whole connection
         self.duplicates = 0
+        self.where = f"{host}:{port}"
+        self._ctl_where = f"{self.where} control connection"
         self._ctl = self._connect(host, port)
         self._parser = ctl.ControlParser()
         self._replies: list[ctl.ControlMessage] = []
@@ -115,7 +118,10 @@ class TiaClient:
         try:
             self.command(ctl.CHECK_PROTOCOL_VERSION)
             meta = self.command(ctl.GET_METAINFO, expect=ctl.METAINFO)
-            self.meta: MetaInfo = decode_metainfo(meta.body)
+            try:
+                self.meta: MetaInfo = decode_metainfo(meta.body, meta.body_offset)
+            except ProtocolError as exc:
+                raise exc.at(self._ctl_where)
             self.decoder = StreamDecoder(self.meta, sample_order=sample_order,
                                          master_first=master_first, resync=resync)
             reply = self.command(ctl.GET_DATA_CONNECTION, self.transport.upper(),
@@ -130,6 +136,9 @@ class TiaClient:
         self._received = 0              # data bytes received on this connection
         self._last_number: int | None = None
         self._pending: Block | None = None
+        self._broken: ProtocolError | None = None     # the data stream lost its framing
+        self._data_where = (f"{self.where} data connection on {self.transport.upper()} port "
+                            f"{self.data_port}")
 
     # ---------------------------------------------------------------- connections
     def _connect(self, host: str, port: int) -> socket.socket:
@@ -158,11 +167,13 @@ class TiaClient:
         return sock
 
     def _port(self, reply: ctl.ControlMessage) -> int:
-        if not reply.argument.isdigit() or not 0 < int(reply.argument) < 65536:
-            raise ProtocolError(f"TiA server {self.host}:{self.port} replied port "
-                                f"{reply.argument!r}", field=reply.command,
-                                where=f"{self.host}:{self.port}")
-        return int(reply.argument)
+        """The port a reply names: ASCII digits ('²'.isdigit() is true too), 1..65535."""
+        text = reply.argument
+        if not (text.isascii() and text.isdigit() and len(text) <= 5 and 0 < int(text) < 65536):
+            raise ProtocolError(f"TiA server {self.where} replied port {text[:40]!r}, not "
+                                "1..65535", field=reply.command, where=self._ctl_where,
+                                offset=reply.offset)
+        return int(text)
 
     def command(self, name: str, argument: str = "", expect: str = ctl.OK) -> ctl.ControlMessage:
         """Send one request and wait (timeout) for its reply; Error replies raise."""
@@ -176,14 +187,16 @@ class TiaClient:
             raise InstrumentError(f"TiA server {where} refused {name}: "
                                   f"{reply.error_description()}")
         if reply.command != expect:
-            raise ProtocolError(f"TiA server {where} answered {name} with {reply.command!r}, "
-                                f"expected {expect!r}", field="status line", where=where)
+            raise ProtocolError(f"TiA server {where} answered {name} with {reply.command[:40]!r}, "
+                                f"expected {expect!r}", field="status line",
+                                where=self._ctl_where, offset=reply.offset)
         return reply
 
     def _reply(self, name: str) -> ctl.ControlMessage:
         deadline = Deadline(self.timeout)
         where = f"{self.host}:{self.port}"
         while not self._replies:
+            self._collect(b"")          # a malformed reply behind the last one raises now
             self._ctl.settimeout(max(deadline.remaining, 0.001))
             try:
                 chunk = self._ctl.recv(65536)
@@ -196,8 +209,17 @@ class TiaClient:
             if not chunk:
                 raise ConnectionLost(f"TiA server {where} closed the control connection "
                                      f"instead of answering {name}")
-            self._replies.extend(self._parser.feed(chunk))
+            self._collect(chunk)
         return self._replies.pop(0)
+
+    def _collect(self, chunk: bytes) -> None:
+        """Parse replies; a malformed one raises once the good ones before it are taken."""
+        try:
+            for reply in self._parser.messages(chunk):
+                self._replies.append(reply)
+        except ProtocolError as exc:
+            if not self._replies:
+                raise exc.at(self._ctl_where)
 
     # ---------------------------------------------------------------- start / stop
     def start(self) -> None:
@@ -215,7 +237,9 @@ class TiaClient:
         self._drain()
 
     def _drain(self) -> None:
-        """Read until the stream is quiet; decoded packets are discarded (counters kept)."""
+        """Read until the stream is quiet; decoded packets are discarded (counters kept).
+
+        A stream that lost its framing is only read, not decoded: its error was raised."""
         assert self._data is not None
         self._data.settimeout(DRAIN_QUIET)
         try:
@@ -227,8 +251,14 @@ class TiaClient:
                     break
                 except OSError:
                     break
-                for _ in self._decode():
-                    pass
+                if self._broken is not None:
+                    self._start = self._end
+                    continue
+                try:
+                    for _ in self._decode():
+                        pass
+                except ProtocolError:
+                    self._start = self._end     # raised by the next read of the stream
         finally:
             self._data.settimeout(self.timeout)
             self._pending = None
@@ -237,7 +267,8 @@ class TiaClient:
         """Open the server-state connection and return the state messages sent at once."""
         reply = self.command(ctl.GET_SERVER_STATE_CONNECTION,
                              expect=ctl.SERVER_STATE_CONNECTION_PORT)
-        sock = self._connect(self.host, self._port(reply))
+        port = self._port(reply)
+        sock = self._connect(self.host, port)
         parser, states = ctl.ControlParser(), []
         sock.settimeout(timeout or min(self.timeout, 0.5))
         try:
@@ -248,6 +279,11 @@ class TiaClient:
                 states += [m.command for m in parser.feed(chunk)]
         except TimeoutError:
             pass
+        except OSError as exc:
+            raise ConnectionLost(f"TiA server {self.where} dropped the server-state connection "
+                                 f"(port {port}): {exc}") from None
+        except ProtocolError as exc:
+            raise exc.at(f"{self.where} server-state connection (port {port})")
         finally:
             sock.close()
         return states
@@ -291,7 +327,17 @@ class TiaClient:
         return total if total else 1     # an empty datagram is not the end of a UDP stream
 
     def _decode(self) -> Iterator[Block]:
-        runs, used = self.decoder.decode(memoryview(self._buf)[self._start:self._end])
+        if self._broken is not None:
+            raise self._broken
+        kept = len(self.decoder.errors)
+        try:
+            runs, used = self.decoder.decode(memoryview(self._buf)[self._start:self._end])
+        except ProtocolError as exc:
+            self._broken = exc.at(self._data_where)
+            raise self._broken from None
+        finally:
+            for skipped in self.decoder.errors[kept:]:
+                skipped.at(self._data_where)
         self._start += used
         if not runs:
             return
@@ -304,8 +350,9 @@ class TiaClient:
 
     def _lost(self, what: str, packets: int) -> ConnectionLost:
         partial = self._end - self._start
-        extra = f", {partial} bytes of an unfinished packet" if partial else ""
-        return ConnectionLost(f"TiA server {self.host}:{self.port} {what} after {packets} packets "
+        extra = (f", {partial} bytes of an unfinished packet from data stream offset "
+                 f"{self._received - partial}" if partial else "")
+        return ConnectionLost(f"TiA server {self.where} {what} after {packets} packets "
                               f"of this read ({self._received} data bytes on the connection"
                               f"{extra})")
 
@@ -336,12 +383,16 @@ class TiaClient:
                 return
 
     def _next_block(self, got: int) -> Block | None:
+        if self._broken is not None:
+            raise self._broken
         try:
             n = self._read()
         except TimeoutError:
-            raise BusTimeout(f"no TiA data from {self.host}:{self.port} for {self.timeout} s "
+            raise BusTimeout(f"no TiA data from {self.where} for {self.timeout} s "
                              f"after {got} packets of this read ({self._received} data bytes "
-                             "on the connection)") from None
+                             "on the connection)",
+                             tail=bytes(self._buf[max(self._start, self._end - 200):self._end])
+                             ) from None
         except OSError as exc:
             raise self._lost(f"dropped the data connection ({exc})", got) from None
         if n == 0:
@@ -421,54 +472,3 @@ class TiaClient:
         sigs = ", ".join(f"{s.type} {s.num_channels}x{s.block_size}@{s.sampling_rate:g}"
                          for s in self.meta.signals)
         return f"TiaClient({self.source}, {self.transport}, {sigs})"
-
-
-# -------------------------------------------------------------------- rig kind
-DEFAULT_SIM_SIGNALS = "eeg:8x4@500/sine,emg:2x4@500/noise,sensors:5x1@125/dut"
-
-
-def open_rig(resource: Any, bench: Any) -> TiaClient:
-    """Open a `kind = "tia"` table; `host = "sim"` starts the simulator on the virtual bench."""
-    host, port = resource["host"], resource["port"]
-    if host == "sim" or host.startswith("sim:"):
-        from hil.sim.tia_server import TiaServer   # the rig layer may start simulators
-        key = "tia:" + (host[4:] or resource.name)
-
-        def factory() -> TiaServer:
-            return TiaServer(resource["signals"], sample_order=resource["sample_order"],
-                             realtime=resource["realtime"],
-                             speed=resource["speed"] * getattr(bench, "speed", 1.0),
-                             seed=getattr(bench, "seed", 1),
-                             sensor=lambda name, t: bench.dut.sensor(name, t),
-                             faults=resource["faults"] or None)
-        try:
-            server = bench.start(key, factory)
-        except Exception as exc:
-            raise resource.error(f"cannot start the TiA simulator: {exc}", key="signals") from None
-        host, port = server.host, server.port
-    return TiaClient(host, port, transport=resource["transport"],
-                     sample_order=resource["sample_order"], timeout=resource["timeout"],
-                     master_first=resource["master_first"], resync=resource["resync"],
-                     rate_per_block=resource["rate_per_block"], source=resource.name)
-
-
-RIG_KIND = RigKind(
-    keys={
-        "host": Key(str, help='TiA server host, or "sim" for the simulator'),
-        "port": Key(int, DEFAULT_PORT, help="control port (ignored for sim)"),
-        "transport": Key(str, "tcp", choices=("tcp", "udp"), help="data connection"),
-        "sample_order": Key(str, "channel_major", choices=("channel_major", "sample_major"),
-                            help="order of samples in a block (spec §5.4)"),
-        "timeout": Key(float, 5.0, help="seconds any one wait may take"),
-        "master_first": Key(bool, False, help="accept the master's block first (pytia)"),
-        "resync": Key(bool, False, help="skip malformed packets instead of failing"),
-        "rate_per_block": Key(bool, False, help="samplingRate counts blocks (pytia)"),
-        "signals": Key((str, list), DEFAULT_SIM_SIGNALS,
-                       help="sim: TYPE:CHANNELSxBLOCK@RATE[/SOURCE][*],… or a list of tables"),
-        "realtime": Key(bool, True, help="sim: pace packets in real time (false: flat out)"),
-        "speed": Key(float, 1.0, help="sim: real-time speed-up"),
-        "faults": Key(str, "", help="sim: kind@at[xcount][:seconds][/every],…"),
-    },
-    open=open_rig,
-    help="TiA 1.0 stream client (TOBI Interface A)",
-)

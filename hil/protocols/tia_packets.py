@@ -26,6 +26,8 @@ HEADER = struct.Struct("<BIIQQQ")            # version, size, flags, id, number,
 HEADER_SIZE = HEADER.size                    # 33
 SAMPLE_ORDERS = ("channel_major", "sample_major")
 SHORT_RUN = 3                                # runs shorter than this are decoded per packet
+MAX_PACKET = 64 << 20                        # bytes; larger is a lie (64 ch × 64 blk: 16 KiB)
+MAX_ERRORS = 100                             # resync: errors kept (all are counted)
 
 
 def popcount(x: int) -> int:
@@ -163,8 +165,9 @@ def encode_packet(packet: Packet, *, sample_order: str = "channel_major",
 
 
 # ------------------------------------------------------------------------------------ decoding
-def _where(offset: int, number: int | None = None) -> str:
-    return f"stream offset {offset}" + (f", packet number {number}" if number is not None else "")
+def _error(message: str, field: str, at: int, number: int | None = None) -> ProtocolError:
+    prefix = f"packet number {number}: " if number is not None else ""
+    return ProtocolError(prefix + message, field=field, offset=at)
 
 
 def check_header(buf: memoryview | bytes, offset: int, meta: MetaInfo, *,
@@ -179,28 +182,29 @@ def check_header(buf: memoryview | bytes, offset: int, meta: MetaInfo, *,
     if avail < 1:
         return None
     if buf[offset] != VERSION:
-        raise ProtocolError(f"packet version byte is {buf[offset]}, expected {VERSION} "
-                            "(a version-2 packet, or the stream lost its framing)",
-                            field="version", where=_where(at))
+        raise _error(f"packet version byte is {buf[offset]}, expected {VERSION} "
+                     "(a version-2 packet, or the stream lost its framing)", "version", at)
     if avail < HEADER_SIZE:
         return None
     _, size, flags, _, number, _ = HEADER.unpack_from(buf, offset)
     unknown = flags & ~meta.flags
     if unknown:
-        raise ProtocolError(f"packet flags 0x{flags:08x} contain types not in the meta-info "
-                            f"(0x{unknown:08x}); announced 0x{meta.flags:08x}",
-                            field="flags", where=_where(at, number))
+        raise _error(f"flags 0x{flags:08x} contain types not in the meta-info "
+                     f"(0x{unknown:08x}); announced 0x{meta.flags:08x}", "flags", at, number)
     nos = popcount(flags)
     if size < HEADER_SIZE + 4 * nos:
-        raise ProtocolError(f"packet size field says {size}, less than its headers "
-                            f"({HEADER_SIZE + 4 * nos} bytes)", field="size", where=_where(at, number))
+        raise _error(f"size field says {size}, less than its headers "
+                     f"({HEADER_SIZE + 4 * nos} bytes)", "size", at, number)
+    if size > MAX_PACKET:
+        raise _error(f"size field says {size}, more than the {MAX_PACKET} bytes a packet may "
+                     "have", "size", at, number)
     if avail < HEADER_SIZE + 4 * nos:
         return None
     vh = np.frombuffer(buf, dtype="<u2", count=2 * nos, offset=offset + HEADER_SIZE)
     layout = _layout_from_header(meta, flags, vh, sample_order, master_first, at, number)
     if size != layout.size:
-        raise ProtocolError(f"packet size field says {size}, its variable header makes it "
-                            f"{layout.size}", field="size", where=_where(at, number))
+        raise _error(f"size field says {size}, its variable header makes it {layout.size}",
+                     "size", at, number)
     return layout
 
 
@@ -218,13 +222,11 @@ def _layout_from_header(meta: MetaInfo, flags: int, vh: np.ndarray, sample_order
             if other.channels == channels:
                 hint = (" (the blocks are in master-first order; pass master_first=True to accept)"
                         if not master_first else " (the blocks are in ascending flag order)")
-            raise ProtocolError(f"packet says {channels[i]} channels for {name}, meta-info says "
-                                f"{expected.channels[i]}{hint}", field=f"channels[{name}]",
-                                where=_where(at, number))
+            raise _error(f"{channels[i]} channels for {name}, meta-info says "
+                         f"{expected.channels[i]}{hint}", f"channels[{name}]", at, number)
         if flag not in aperiodic and blocks[i] != expected.blocks[i]:
-            raise ProtocolError(f"packet says block size {blocks[i]} for {name}, meta-info says "
-                                f"{expected.blocks[i]}", field=f"blockSize[{name}]",
-                                where=_where(at, number))
+            raise _error(f"block size {blocks[i]} for {name}, meta-info says "
+                         f"{expected.blocks[i]}", f"blockSize[{name}]", at, number)
     return Layout(expected.order, channels, blocks, sample_order)
 
 
@@ -265,7 +267,8 @@ def decode_run(buf: memoryview | bytes, offset: int, layout: Layout, count: int,
     """Decode `count` packets of `layout` starting at `offset` (already checked) in one go."""
     arr = np.frombuffer(buf, dtype=layout.dtype, count=count, offset=offset)
     samples = {NAMES[f]: (_block(arr[f"s{i}"], layout, i) if f"s{i}" in arr.dtype.names
-                          else np.zeros((layout.channels[i], 0), dtype=np.float32))
+                          else np.zeros((layout.channels[i], count * layout.blocks[i]),
+                                        dtype=np.float32))
                for i, f in enumerate(layout.order)}
     return Run(layout, arr["number"].copy(), arr["id"].copy(), arr["timestamp"].copy(), samples,
                stream_offset + offset)
@@ -294,8 +297,7 @@ def decode_packet(buf: bytes | memoryview, meta: MetaInfo, offset: int = 0, *,
     layout = check_header(buf, offset, meta, sample_order=sample_order, master_first=master_first)
     if layout is None or len(buf) - offset < layout.size:
         need = layout.size if layout else HEADER_SIZE
-        raise ProtocolError(f"truncated packet: {len(buf) - offset} bytes, needs {need}",
-                            field="size", where=_where(offset))
+        raise _error(f"truncated packet: {len(buf) - offset} bytes, needs {need}", "size", offset)
     run = decode_run(buf, offset, layout, 1)
     blocks = {f: run.samples[NAMES[f]] for f in layout.order}
     return Packet(int(run.numbers[0]), int(run.timestamps_us[0]), blocks, int(run.ids[0]))
@@ -306,8 +308,9 @@ class StreamDecoder:
 
     `decode(buf)` returns the runs of whole packets at the start of `buf` and how many bytes they
     used; the caller keeps the rest and calls again when more arrived. A malformed packet raises
-    ProtocolError, or with `resync=True` is skipped up to the next valid header (counted in
-    `skipped_bytes` / `errors`).
+    ProtocolError naming the field and stream offset (the decoder is left as it was: the same
+    bytes raise the same error again), or with `resync=True` is skipped up to the next valid
+    header (counted in `skipped_bytes` and `error_count`; the first MAX_ERRORS kept in `errors`).
     """
 
     def __init__(self, meta: MetaInfo, *, sample_order: str = "channel_major",
@@ -319,6 +322,7 @@ class StreamDecoder:
         self.offset = 0                 # stream offset of the next byte decode() will see
         self.skipped_bytes = 0
         self.errors: list[ProtocolError] = []
+        self.error_count = 0
         self._layouts: dict[bytes, Layout] = {}
 
     def _layout(self, buf: memoryview | bytes, pos: int) -> Layout | None:
@@ -347,9 +351,10 @@ class StreamDecoder:
                 layout = self._layout(buf, pos)
             except ProtocolError as exc:
                 if not self.resync:
-                    self.offset += pos
                     raise
-                self.errors.append(exc)
+                self.error_count += 1
+                if len(self.errors) < MAX_ERRORS:
+                    self.errors.append(exc)
                 nxt = self._next_header(buf, pos + 1)
                 self.skipped_bytes += nxt - pos
                 pos = nxt
@@ -363,18 +368,24 @@ class StreamDecoder:
         return runs, pos
 
     def _next_header(self, buf: memoryview | bytes, start: int) -> int:
-        """Offset of the next plausible packet header at or after `start` (or the end)."""
-        raw = bytes(buf)   # resync is the rare path; a copy keeps it simple
-        pos = start
-        while (pos := raw.find(bytes([VERSION]), pos)) >= 0:
-            try:
-                check_header(raw, pos, self.meta, sample_order=self.sample_order,
-                             master_first=self.master_first)
-            except ProtocolError:
-                pos += 1
-                continue
-            return pos          # a valid header, or one not complete yet: decide when it is
-        return len(raw)
+        """Offset of the next plausible packet header at or after `start` (or the end).
+
+        Looks through a window at a time: the cost is the bytes skipped, not the buffer."""
+        window = 4096
+        base = start
+        while base < len(buf):
+            chunk = bytes(buf[base:base + window])
+            i = chunk.find(VERSION)
+            while i >= 0:
+                try:
+                    check_header(buf, base + i, self.meta, sample_order=self.sample_order,
+                                 master_first=self.master_first)
+                except ProtocolError:
+                    i = chunk.find(VERSION, i + 1)
+                    continue
+                return base + i     # a valid header, or one not complete yet: decide when it is
+            base += len(chunk)
+        return len(buf)
 
 
 def count_gaps(numbers: np.ndarray, previous: int | None) -> tuple[int, int]:

@@ -16,6 +16,7 @@ version2 (an old-format packet instead), corrupt (random bytes instead), stall (
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 import struct
 import sys
@@ -28,12 +29,14 @@ from typing import Any
 import numpy as np
 
 from hil import clock
-from hil.errors import SimulatorError
+from hil.errors import ProtocolError, SimulatorError
 from hil.protocols import tia_control as ctl
 from hil.protocols.tia_metainfo import MetaInfo, encode_metainfo
 from hil.protocols.tia_packets import Layout, encode_run, layout_for
 from hil.sim.tia_signals import (SensorFn, SignalSpec, generate, metainfo, parse_signals,
                                  toggle_changes, toggle_value)
+
+log = logging.getLogger(__name__)
 
 FAULT_KINDS = ("drop", "duplicate", "size", "version2", "corrupt", "stall", "disconnect")
 RUN_BYTES = 1 << 20          # default size of one encoded run (one sendall) in fast mode
@@ -77,10 +80,18 @@ def parse_faults(spec: str | list[dict[str, Any]] | None) -> list[Fault]:
             except ValueError:
                 raise SimulatorError(f"TiA fault {item!r}: expected kind@at[xcount][:seconds]") from None
         else:
-            fault = Fault(str(item["kind"]), int(item["at"]), int(item.get("count", 1)),
-                          float(item.get("seconds", 0.5)), int(item.get("every", 0)))
+            try:
+                fault = Fault(str(item["kind"]), int(item["at"]), int(item.get("count", 1)),
+                              float(item.get("seconds", 0.5)), int(item.get("every", 0)))
+            except KeyError as exc:
+                raise SimulatorError(f"TiA fault table {item!r} lacks {exc.args[0]!r}") from None
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise SimulatorError(f"TiA fault table {item!r}: {exc}") from None
         if fault.kind not in FAULT_KINDS:
             raise SimulatorError(f"TiA fault kind {fault.kind!r}: one of {', '.join(FAULT_KINDS)}")
+        if fault.at < 0 or fault.count < 1 or fault.every < 0 or not 0 <= fault.seconds < 3600:
+            raise SimulatorError(f"TiA fault {item!r}: at and every must be ≥ 0, count ≥ 1, "
+                                 "seconds 0..3600")
         out.append(fault)
     return out
 
@@ -110,7 +121,10 @@ class TiaServer:
         self.packet_rate = self.meta.packet_rate
         self.t0 = time.monotonic()
         self.t0_clock = clock.now()
-        self._metainfo = encode_metainfo(self.meta)
+        try:
+            self._metainfo = encode_metainfo(self.meta)
+        except ValueError as exc:        # a label XML cannot carry
+            raise SimulatorError(f"TiA simulator: {exc}") from None
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._sessions: list[_Session] = []
@@ -298,6 +312,8 @@ class _Session(threading.Thread):
             self.data.close()
 
     def run(self) -> None:
+        """Answer each request in turn; a malformed one gets an Error reply naming what was
+        wrong, then the connection is closed (its framing is lost). A client gone: session over."""
         parser = ctl.ControlParser()
         self.conn.settimeout(0.2)
         try:
@@ -308,12 +324,20 @@ class _Session(threading.Thread):
                     continue
                 if not chunk:
                     break
-                for msg in parser.feed(chunk):
-                    self.conn.sendall(ctl.encode(self.handle(msg), space=self.server.colon_space))
-        except (OSError, ctl.ProtocolError):
-            pass
+                for msg in parser.messages(chunk):
+                    self._send(self.handle(msg))
+        except ProtocolError as exc:
+            log.info("TiA simulator %s: closing the control connection of %s: %s",
+                     self.server.address, self.peer, exc)
+            reply = ctl.error(f"malformed request: {exc}")
+            _quiet(lambda: self._send(reply))
+        except OSError:
+            pass        # the client went away (or stopped reading): its session ends here
         finally:
             self.close()
+
+    def _send(self, reply: ctl.ControlMessage) -> None:
+        self.conn.sendall(ctl.encode(reply, space=self.server.colon_space))
 
     def handle(self, msg: ctl.ControlMessage) -> ctl.ControlMessage:
         if msg.version != ctl.VERSION:

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from hil.errors import SimulatorError
-from hil.protocols.tia_metainfo import APERIODIC, MetaInfo, SignalInfo, canonical_type
+from hil.protocols.tia_metainfo import (APERIODIC, MAX_RATE, MetaInfo, SignalInfo,
+                                        canonical_type)
 
 SOURCES = ("sine", "ramp", "noise", "const", "dut", "toggle")
 SINE_HZ = 10.0
@@ -61,8 +62,13 @@ def _checked(spec: SignalSpec) -> SignalSpec:
     if spec.source not in SOURCES:
         raise SimulatorError(f"TiA signal {canon}: unknown source {spec.source!r}; "
                              f"one of {', '.join(SOURCES)}")
-    if not (1 <= spec.channels <= 65535 and 1 <= spec.block <= 65535 and spec.rate > 0):
-        raise SimulatorError(f"TiA signal {canon}: channels, block size and rate must be positive")
+    if not (1 <= spec.channels <= 65535 and 1 <= spec.block <= 65535
+            and 0 < spec.rate <= MAX_RATE):
+        raise SimulatorError(f"TiA signal {canon}: channels and block size must be 1..65535, "
+                             f"the rate more than 0 and at most {MAX_RATE:g}")
+    if spec.labels and len(spec.labels) != spec.channels:
+        raise SimulatorError(f"TiA signal {canon}: {len(spec.labels)} labels for "
+                             f"{spec.channels} channels")
     if spec.source == "dut" and spec.channels > len(DUT_SENSORS):
         raise SimulatorError(f"TiA signal {canon}: the DUT has only {len(DUT_SENSORS)} sensors")
     source = "toggle" if canon in APERIODIC else spec.source
@@ -78,17 +84,22 @@ def parse_signals(spec: str | list[dict[str, Any]]) -> list[SignalSpec]:
             if m is None:
                 raise SimulatorError(f"TiA signal {part.strip()!r}: expected "
                                      "TYPE:CHANNELSxBLOCK@RATE[/SOURCE][*], e.g. eeg:8x4@500/sine")
-            items.append(SignalSpec(m["type"], int(m["ch"]), int(m["blk"] or 1), float(m["rate"]),
-                                    m["src"] or "sine", bool(m["master"])))
+            try:
+                items.append(SignalSpec(m["type"], int(m["ch"]), int(m["blk"] or 1),
+                                        float(m["rate"]), m["src"] or "sine", bool(m["master"])))
+            except ValueError as exc:      # a rate like 1.2.3, a count of 5000 digits
+                raise SimulatorError(f"TiA signal {part.strip()[:60]!r}: {exc}") from None
     else:
         for t in spec:
             try:
                 items.append(SignalSpec(str(t["type"]), int(t["channels"]), int(t.get("block", 1)),
                                         float(t["rate"]), str(t.get("source", "sine")),
                                         bool(t.get("master", False)),
-                                        tuple(t.get("labels", ()))))
+                                        tuple(str(x) for x in t.get("labels", ()))))
             except KeyError as exc:
                 raise SimulatorError(f"TiA signal table {t!r} lacks {exc.args[0]!r}") from None
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise SimulatorError(f"TiA signal table {t!r}: {exc}") from None
     items = [_checked(s) for s in items]
     if not items:
         raise SimulatorError("TiA simulator needs at least one signal")
