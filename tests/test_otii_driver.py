@@ -7,22 +7,31 @@ clear error from hil.errors, with the DUT left unpowered afterwards.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hil.errors import (InstrumentConnectError, InstrumentError, ProtocolError, RigError)
+from otii_tcp_client.otii_client import LicensingMode, OtiiClient
+
+from hil.errors import InstrumentConnectError, InstrumentError, ProtocolError
+from hil.instruments import otii as otii_driver
 from hil.instruments.otii import OtiiConfig, OtiiPower
 from hil.instruments.power_trace import PowerTrace
-from hil.rig import load_rig, open_resource
-from hil.sim.bench import VirtualBench
 from hil.sim.dut import VirtualDut
 from hil.sim.otii_device import DeviceInfo
-from hil.sim.otii_server import OtiiServer
+from hil.sim.otii_server import SIM_ACCOUNTS, OtiiServer
+
+
+@pytest.fixture(autouse=True)
+def _otii_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulator starts logged out like an Otii: the driver logs in with these."""
+    username, password = next(iter(SIM_ACCOUNTS.items()))
+    monkeypatch.setenv("OTII_USERNAME", username)
+    monkeypatch.setenv("OTII_PASSWORD", password)
 
 
 def config(sim: OtiiServer, **kw) -> OtiiConfig:
@@ -55,7 +64,7 @@ def test_connect_configures_the_device(power: OtiiPower, sim: OtiiServer) -> Non
     assert (dev.main, dev.main_voltage, dev.max_current, dev.range) == (False, 3.3, 0.5, "low")
     assert dev.channels == {"mc", "mv", "rx", "i1"}
     assert dev.uart and dev.baudrate == 115_200
-    assert sim.commands()[:3] == ["otii_is_logged_in", "otii_get_licenses",
+    assert sim.commands()[:4] == ["otii_is_logged_in", "otii_login", "otii_get_licenses",
                                   "otii_reserve_license"]
 
 
@@ -133,22 +142,129 @@ def test_over_current_cuts_the_supply_like_hardware(sim: OtiiServer, dut: Virtua
 def test_close_returns_the_license_and_is_idempotent(sim: OtiiServer, dut: VirtualDut) -> None:
     p = OtiiPower(config(sim))
     p.on()
+    sim.clear_log()
     p.close()
     p.close()
     assert not dut.powered
-    assert sim.commands()[-2:] == ["arc_set_main", "otii_return_license"]
-    assert sim.state.licenses[0]["reserved_to"] == ""
+    assert sim.commands() == ["arc_set_main", "arc_get_main", "project_get_last_recording",
+                              "otii_return_license", "otii_logout"]    # off, read back, release
+    assert sim.state.licenses[0]["reserved_to"] == "" and not sim.state.logged_in
 
 
-def test_vendor_fetch_gives_the_same_trace(sim: OtiiServer, dut: VirtualDut) -> None:
-    with OtiiPower(config(sim, fetch="vendor")) as p:
-        boot(p, dut)
-        with p.capture() as trace:
-            time.sleep(0.2)
-        rec = p._project.get_last_recording()
-        p.config = replace(p.config, fetch="direct")
-        _, _, direct = p._analog(rec, "mc")
-    assert np.array_equal(direct, trace.current)
+class Proxy:
+    """Relays TCP clients to the simulator, counting request lines up and reply lines down per
+    connection: `overlaps` counts requests sent before the previous reply came back."""
+
+    def __init__(self, sim: OtiiServer) -> None:
+        self.sim = sim
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.requests: list[int] = []             # request lines per connection
+        self.overlaps = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.sim.address)
+            k = len(self.requests)
+            self.requests.append(0)
+            replies = [-1]                            # the greeting is no reply
+            threading.Thread(target=self._up, args=(client, server, k, replies),
+                             daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client, replies),
+                             daemon=True).start()
+
+    def _up(self, client: socket.socket, server: socket.socket, k: int,
+            replies: list[int]) -> None:
+        with client, server:
+            while data := _recv(client):
+                for _ in range(data.count(b"\n")):
+                    if self.requests[k] > replies[0]:
+                        self.overlaps += 1
+                    self.requests[k] += 1
+                server.sendall(data)
+
+    def _down(self, server: socket.socket, client: socket.socket, replies: list[int]) -> None:
+        while data := _recv(server):
+            replies[0] += data.count(b"\r\n")      # counted before the client can see them
+            try:
+                client.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(1 << 16)
+    except OSError:
+        return b""
+
+
+def test_recorded_data_comes_like_the_vendor_client_fetches_it() -> None:
+    """One connection, one request in flight, the vendor client's very requests."""
+    dut = VirtualDut(speed=25.0)
+    with OtiiServer(dut, speed=25.0) as sim:
+        proxy = Proxy(sim)
+        try:
+            with OtiiPower(OtiiConfig(host="127.0.0.1", port=proxy.port, channels=("mc",),
+                                      connect_timeout=2.0)) as p:
+                p.on()
+                with p.capture() as trace:
+                    wait_for(lambda: p.device.connection is not None and _samples(sim) > 50_000)
+                ours = [r for r in sim.requests if r.cmd == "recording_get_channel_data"]
+                rec = p._project.get_last_recording()          # type: ignore[union-attr]
+                sim.clear_log()
+                vendor = rec.get_channel_data(p.device.id, "mc", 0, len(trace))
+                theirs = [r for r in sim.requests if r.cmd == "recording_get_channel_data"]
+            assert len(trace) > 40_000 and len(ours) == 2     # two chunks
+            assert [r.data for r in ours] == [r.data for r in theirs]
+            assert len({r.connection for r in ours + theirs}) == 1
+            assert np.array_equal(trace.current, np.asarray(vendor["values"]))
+            assert proxy.overlaps == 0
+            assert sum(1 for n in proxy.requests if n) == 1    # one connection talked
+        finally:
+            proxy.close()
+            dut.close()
+
+
+def _samples(sim: OtiiServer) -> int:
+    """mc samples of the simulator's running recording so far."""
+    with sim.lock:
+        rec = sim.state.running()[0]
+        return rec.count(rec.track(sim.device, "mc"), time.time())
+
+
+def test_a_bad_data_reply_names_the_server_and_the_command(power: OtiiPower,
+                                                          sim: OtiiServer) -> None:
+    power.on()
+    sim.garble("recording_get_channel_data")
+    with pytest.raises(ProtocolError, match=rf"127\.0\.0\.1:{sim.port}.*"
+                                            r"recording_get_channel_data.*not JSON") as err:
+        with power.capture():
+            pass
+    assert err.value.where == f"127.0.0.1:{sim.port}"
+    power.safe_state()
+    assert not sim.device.main and not sim.state.running()
+
+
+def test_a_data_request_left_unanswered_times_out(power: OtiiPower, sim: OtiiServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(otii_driver, "FETCH_TIMEOUT_S", 0.3)  # the vendor client: forever
+    sim.delay("recording_get_channel_data", 1.0)
+    with pytest.raises(InstrumentError, match=r"no reply to recording_get_channel_data"):
+        with power.capture():
+            pass
+    sim.clear_faults()
+    with power.capture() as trace:                        # the next one, on a fresh connection
+        power.uart_write("echo again\n")
+    assert len(trace) > 0
 
 
 # ------------------------------------------------------------------------------- failures
@@ -160,11 +276,20 @@ def test_unreachable_otii_is_a_connect_error() -> None:
             OtiiPower(OtiiConfig(host="127.0.0.1", port=port))
 
 
+def test_an_account_is_needed_when_the_otii_is_logged_out(
+        sim: OtiiServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTII_USERNAME")
+    monkeypatch.delenv("OTII_PASSWORD")
+    with pytest.raises(InstrumentConnectError, match=rf"127\.0\.0\.1:{sim.port}.*Not logged in"
+                                                     r".*credentials"):
+        OtiiPower(config(sim))
+
+
 def test_no_device_found(dut: VirtualDut) -> None:
     with OtiiServer(dut, devices=[]) as sim:
         with pytest.raises(InstrumentConnectError, match="no Arc or Ace connected"):
             OtiiPower(config(sim))
-        assert sim.commands()[-1] == "otii_return_license"    # nothing left reserved
+        assert sim.commands()[-2:] == ["otii_return_license", "otii_logout"]   # nothing kept
 
 
 def test_named_device_not_found_lists_what_is_there(sim: OtiiServer) -> None:
@@ -228,6 +353,9 @@ def test_device_disconnected_mid_recording(power: OtiiPower, sim: OtiiServer,
     power.safe_state()                                   # an unplugged Otii powers nothing
     with pytest.raises(InstrumentConnectError, match="Device not connected"):
         power.on()
+    sim.plug()
+    power.on()                                           # back, and usable again
+    assert dut.powered
 
 
 def test_reading_a_capture_while_it_records(power: OtiiPower) -> None:
@@ -259,12 +387,69 @@ def test_reply_that_is_not_json(power: OtiiPower, sim: OtiiServer, dut: VirtualD
 def test_connection_dropped(power: OtiiPower, sim: OtiiServer, dut: VirtualDut) -> None:
     boot(power, dut)
     sim.drop_connection("arc_get_main")
-    with pytest.raises(InstrumentConnectError, match="connection lost"):
+    with pytest.raises(InstrumentConnectError, match=rf"127\.0\.0\.1:{sim.port}.*connection "
+                                                     r"lost"):
         power.is_on
-    with pytest.raises(InstrumentConnectError, match="not connected"):
-        power.off()
-    power.safe_state()
+    power.off()                                          # on a fresh connection
     assert not dut.powered and power.connected
+    assert [r.connection for r in sim.requests if r.cmd == "arc_set_main"][-1] > \
+        [r.connection for r in sim.requests if r.cmd == "arc_get_main"][-1]
+
+
+def test_a_command_that_timed_out_and_runs_late_is_undone(sim: OtiiServer,
+                                                          dut: VirtualDut) -> None:
+    with OtiiPower(config(sim, settle=2.0)) as p:
+        sim.delay("arc_set_main", 3.5)                   # past the vendor client's 3 s
+        with pytest.raises(InstrumentError, match=rf"127\.0\.0\.1:{sim.port}.*no reply to "
+                                                  r"arc_set_main\(True\)"):
+            p.on()
+        sim.clear_faults()                               # the late one is already under way
+        p.is_on                                          # answered on a fresh connection
+        p.safe_state()
+
+        def ran_late() -> bool:
+            return any(r.cmd == "arc_set_main" and r.data["enable"] for r in sim.requests)
+        wait_for(ran_late, timeout=10)
+        assert not dut.powered and not sim.device.main
+        conns = {r.connection for r in sim.requests if r.cmd in ("arc_set_main", "arc_get_main")}
+        assert len(conns) >= 2
+
+
+def test_safe_state_reads_back_and_repeats_a_lost_switch_off(power: OtiiPower, sim: OtiiServer,
+                                                              dut: VirtualDut) -> None:
+    power.on()
+    sim.ignore("arc_set_main")                           # acknowledged, never done
+    power.safe_state()
+    assert not dut.powered
+    power.on()
+    for _ in range(4):                                   # twice on each of two connections
+        sim.ignore("arc_set_main")
+    with pytest.raises(InstrumentError, match=rf"127\.0\.0\.1:{sim.port}.*still on"):
+        power.safe_state()
+
+
+def test_safe_state_gets_past_a_garbled_reply(power: OtiiPower, sim: OtiiServer,
+                                              dut: VirtualDut) -> None:
+    power.on()
+    sim.garble("arc_get_main")                           # the read-back is unreadable
+    power.safe_state()                                   # so it is done again, reconnected
+    assert not dut.powered and power.connected
+
+
+def test_a_reply_without_its_value_is_a_protocol_error(power: OtiiPower,
+                                                      sim: OtiiServer) -> None:
+    sim.ignore("arc_get_main")                           # answers {}: no value at all
+    with pytest.raises(ProtocolError, match=rf"127\.0\.0\.1:{sim.port}.*arc_get_main"):
+        power.is_on
+
+
+def test_safe_state_stops_a_recording_it_did_not_start(power: OtiiPower, sim: OtiiServer) -> None:
+    with OtiiClient().connect(host=sim.host, port=sim.port, try_for_seconds=2,
+                              licensing=LicensingMode.MANUAL) as other:
+        other.get_active_project().start_recording()
+    assert sim.state.running()
+    power.safe_state()
+    assert not sim.state.running()
 
 
 def test_error_inside_a_capture_stops_the_recording(power: OtiiPower, sim: OtiiServer) -> None:
@@ -279,27 +464,3 @@ def test_server_error_reply_names_command_and_code(power: OtiiPower, sim: OtiiSe
     with pytest.raises(InstrumentError, match=r"arc_set_gpo\(1, True\).*Command failure.*GPO "
                                               r"driver fault"):
         power.set_gpo(1, True)
-
-
-# ------------------------------------------------------------------------------- rig kind
-def test_rig_table_with_host_sim_starts_the_simulator(tmp_path: Path) -> None:
-    rig_file = tmp_path / "rig.toml"
-    rig_file.write_text('[power]\nkind = "otii"\nhost = "sim"\nchannels = ["mc", "rx"]\n')
-    rig = load_rig(rig_file)
-    with VirtualBench(dut_on_otii=True) as bench:
-        p = open_resource(rig["power"], bench)
-        try:
-            p.on()
-            assert bench.dut.powered
-            p.safe_state()
-            assert not bench.dut.powered
-        finally:
-            p.close()
-
-
-def test_rig_table_with_a_bad_channel(tmp_path: Path) -> None:
-    rig_file = tmp_path / "rig.toml"
-    rig_file.write_text('[power]\nkind = "otii"\nhost = "sim"\nchannels = ["mv", "zz"]\n')
-    with VirtualBench(dut_on_otii=True) as bench, \
-            pytest.raises(RigError, match=r"unknown channel.*'zz'.*key 'channels'"):
-        open_resource(load_rig(rig_file)["power"], bench)

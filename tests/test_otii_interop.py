@@ -26,9 +26,16 @@ def _no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OTII_PASSWORD", raising=False)
 
 
+@pytest.fixture
+def creds(sim: OtiiServer, tmp_path) -> str:
+    """A credentials file with the simulator's account (it starts logged out, like an Otii)."""
+    return str(sim.write_credentials(tmp_path / "credentials.json"))
+
+
 def connect(sim: OtiiServer, **kw):
     kw.setdefault("try_for_seconds", 2)
-    return OtiiClient().connect(host=sim.host, port=sim.port, credentials="", **kw)
+    kw.setdefault("credentials", "")
+    return OtiiClient().connect(host=sim.host, port=sim.port, **kw)
 
 
 class Raw:
@@ -65,7 +72,7 @@ def test_raw_wire(sim: OtiiServer) -> None:
         assert {"otii_version", "protocol_version", "server"} <= set(greeting["data"])
         reply = raw.send(b'{"type":"request","cmd":"otii_is_logged_in","trans_id":"abc-1"}\n')
         assert reply == {"type": "response", "cmd": "otii_is_logged_in", "trans_id": "abc-1",
-                         "data": {"logged_in": True}}
+                         "data": {"logged_in": False}}
         reply = raw.send(b'{"type":"request","cmd":"otii_get_devices","trans_id":"x"}\r\n')
         assert reply["data"]["devices"][0]["type"] == "Arc"
         reply = raw.send(b'{"type":"request","cmd":"otii_frobnicate","trans_id":"q7"}\r\n')
@@ -101,8 +108,9 @@ def test_every_command_of_the_client_is_known(sim: OtiiServer) -> None:
 
 
 # ------------------------------------------------------------------------------- §14.3-4 run
-def test_vendor_client_full_run_in_auto_licensing(sim: OtiiServer, dut: VirtualDut) -> None:
-    with connect(sim) as otii:
+def test_vendor_client_full_run_in_auto_licensing(sim: OtiiServer, dut: VirtualDut,
+                                                  creds: str) -> None:
+    with connect(sim, credentials=creds) as otii:
         devices = otii.get_devices(timeout=0)
         assert [d.type for d in devices] == ["Arc"]
         arc = devices[0]
@@ -136,22 +144,30 @@ def test_vendor_client_full_run_in_auto_licensing(sim: OtiiServer, dut: VirtualD
         assert err.value.type == "Command failure"
         project.close(force=True)
     cmds = sim.commands()
-    assert cmds[:3] == ["otii_is_logged_in", "otii_get_licenses", "otii_reserve_license"]
-    assert cmds[-1] == "otii_return_license" and "otii_logout" not in cmds
-    assert sim.state.licenses[0]["reserved_to"] == ""
+    assert cmds[:4] == ["otii_is_logged_in", "otii_login", "otii_get_licenses",
+                        "otii_reserve_license"]
+    assert cmds[-2:] == ["otii_return_license", "otii_logout"]
+    assert sim.state.licenses[0]["reserved_to"] == "" and not sim.state.logged_in
+
+
+def test_sequence_logged_in_already(dut: VirtualDut) -> None:
+    with OtiiServer(dut, logged_in=True) as sim:
+        with connect(sim):
+            assert sim.state.licenses[0]["reserved_to"] == "sim-user"
+        assert sim.commands() == ["otii_is_logged_in", "otii_get_licenses",
+                                  "otii_reserve_license", "otii_return_license"]
 
 
 def test_sequence_not_logged_in_without_credentials(sim: OtiiServer) -> None:
-    sim.state.logged_in = False
-    with connect(sim):
-        pass
-    assert sim.commands() == ["otii_is_logged_in", "otii_get_licenses", "otii_reserve_license",
-                              "otii_return_license", "otii_logout"]
+    with pytest.raises(Otii_Exception) as err:     # a real server lists no license logged out
+        connect(sim)
+    assert err.value.type == "Not logged in"
+    assert sim.commands() == ["otii_is_logged_in", "otii_get_licenses"]
 
 
 def test_sequence_with_credentials_logs_in_and_redacts_the_password(
         sim: OtiiServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    sim.state.logged_in = False
+    sim.state.accounts = {"ada": "s3cret-pw"}
     monkeypatch.setenv("OTII_USERNAME", "ada")
     monkeypatch.setenv("OTII_PASSWORD", "s3cret-pw")
     with connect(sim):
@@ -162,6 +178,7 @@ def test_sequence_with_credentials_logs_in_and_redacts_the_password(
 
 
 def test_sequence_with_a_license_already_reserved(sim: OtiiServer) -> None:
+    sim.state.logged_in = True
     sim.state.licenses[0]["reserved_to"] = "someone"
     with connect(sim):
         pass
@@ -189,15 +206,13 @@ def test_numeric_trans_id_is_a_mismatch(sim: OtiiServer) -> None:
         otii.connection.close_connection()
 
 
-def test_unavailable_license_fails_within_try_for_seconds(sim: OtiiServer) -> None:
+def test_unavailable_license_fails_after_polling(sim: OtiiServer, creds: str) -> None:
     sim.state.licenses[0]["available"] = False
-    start = time.monotonic()
     with pytest.raises(OtiiClientException, match="Cannot reserve licenses"):
-        connect(sim, try_for_seconds=1)
-    assert time.monotonic() - start < 10          # the deadline, not the 10 s default
+        connect(sim, try_for_seconds=1, credentials=creds)
     cmds = sim.commands()
-    assert cmds[0] == "otii_is_logged_in" and set(cmds[1:]) == {"otii_get_licenses"}
-    assert len(cmds) >= 3                          # it polled
+    assert cmds[:2] == ["otii_is_logged_in", "otii_login"]
+    assert set(cmds[2:]) == {"otii_get_licenses"} and len(cmds) >= 4      # it polled
 
 
 def test_more_than_40000_samples_come_in_exact_chunks(dut: VirtualDut) -> None:
@@ -206,9 +221,12 @@ def test_more_than_40000_samples_come_in_exact_chunks(dut: VirtualDut) -> None:
         arc.enable_channel("mc", True)
         project = otii.get_active_project()
         project.start_recording()
-        time.sleep(0.9)                            # 22 s of recording time
-        project.stop_recording()
         rec = project.get_last_recording()
+        deadline = time.monotonic() + 10           # 20 s of recording time: 0.8 s at speed 25
+        while rec.get_channel_data_count(arc.id, "mc") <= 2 * 40_000:
+            assert time.monotonic() < deadline, "the recording did not grow"
+            time.sleep(0.05)
+        project.stop_recording()
         count = rec.get_channel_data_count(arc.id, "mc")
         assert count > 2 * 40_000
         sim.clear_log()
@@ -231,11 +249,11 @@ def test_each_error_code_surfaces_as_otii_exception(sim: OtiiServer, code: str) 
         assert arc.get_main() is False             # one injection, one error
 
 
-def test_no_information_message_while_a_recording_runs(sim: OtiiServer) -> None:
+def test_no_information_message_while_a_recording_runs(sim: OtiiServer, creds: str) -> None:
     watcher = Raw(sim)
     try:
         watcher.line()                             # the greeting, then silence
-        with connect(sim) as otii:
+        with connect(sim, credentials=creds) as otii:
             arc = otii.get_devices(timeout=0)[0]
             arc.enable_channel("mc", True)
             project = otii.get_active_project()
@@ -257,9 +275,8 @@ def test_no_information_message_while_a_recording_runs(sim: OtiiServer) -> None:
 def test_an_unsolicited_information_message_would_be_caught(sim: OtiiServer) -> None:
     otii = connect(sim, licensing=LicensingMode.MANUAL)
     try:
-        sim.push_information()
-        sim.faults.delays["otii_is_logged_in"] = 0.3    # the message arrives in a read of its own
-        time.sleep(0.1)
+        sim.push_information()                           # sent before push_information returns
+        sim.delay("otii_is_logged_in", 0.3)              # so it is read on its own
         with pytest.raises(KeyError):
             otii.is_logged_in()
     finally:
@@ -274,7 +291,7 @@ def test_connection_denied(sim: OtiiServer) -> None:
 
 
 def test_old_server_rejects_is_logged_in_so_auto_licensing_fails(dut: VirtualDut) -> None:
-    with OtiiServer(dut, otii_version="3.5.0") as sim:
+    with OtiiServer(dut, otii_version="3.5.0", logged_in=True) as sim:
         with pytest.raises(Otii_Exception) as err:
             connect(sim)
         assert err.value.type == "Invalid command"
@@ -289,6 +306,7 @@ def test_strict_licensing_refuses_device_commands_without_a_license(sim: OtiiSer
         with pytest.raises(Otii_Exception) as err:
             arc.get_main()
         assert err.value.type == "No license"
+        otii.login("hil", "hil-sim")
         otii.reserve_license(1)
         assert arc.get_main() is False
         otii.return_license(1)

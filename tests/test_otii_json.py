@@ -126,145 +126,165 @@ def test_analog_reply_parses_like_a_normal_response() -> None:
     assert msg["data"]["data_type"] == "analog" and msg["data"]["timestamp"] == 0.5
     assert np.allclose(msg["data"]["values"], values, rtol=1e-5)
 
+# ------------------------------------------------------------------ properties: decoding lines
+# Whatever a peer sends, the codec gives correct values or a ProtocolError naming the field
+# (and, for a line that is not JSON, the offset in it): never another exception, never a
+# silently wrong value.
 
-# ------------------------------------------------------------------ reading bulk numbers
-
-
-def _loads(text: bytes) -> np.ndarray:
-    return np.array(json.loads(b"[" + text + b"]"), dtype=np.float64)
-
-
-def _same(got: np.ndarray, want: np.ndarray) -> bool:
-    """Equal values and equal signs of zero (json.loads reads "-0" as 0 but "-0.0" as -0.0)."""
-    return bool(np.array_equal(got, want) and np.array_equal(np.signbit(got), np.signbit(want)))
-
-
-@pytest.mark.parametrize("text", [
-    b"", b"7", b"-7", b"0", b"-0", b"-0.0", b"-0e0", b"1.5", b"10,20,30", b"1,-2,3",
-    b"1e5,2E5,3e+5,4e-5", b"1.25e-3,-9.5E+2", b"0.1,0.2,0.3", b"1.00,2.00",
-    b"31002e-07,-4201e-13,0.000e+00,25000e-03",
-    b"12345678901234567,12345678901234568",                  # 17 digits: past 2**53
-    b"9007199254740993,9007199254740992", b"123456789012345678901",
-    b"1e-400,2e-400", b"1e22,1e23,1e-22,1e-23", b"5e-324", b"1.7976931348623157e308",
-    b"1, 2,3", b"1,22,333",                                  # not one width: json.loads path
-])
-def test_parse_numbers_reads_what_json_loads_reads(text: bytes) -> None:
-    got = oj.parse_numbers(text)
-    assert got.dtype == np.float64 and _same(got, _loads(text))
-
-
-@pytest.mark.parametrize("text", [
-    b"01", b"-01", b"1.", b".5", b"+1", b"1e", b"1e+", b"--1", b"1,,2", b",1", b"1,",
-    b"nan", b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e999", b"1" + b"0" * 400,
-    b"true", b"null", b'"1"', b"[1]", b"{}", b"1 2", b"-", b"0x10", b"1_000", b"\xff",
-    b"12,ab", b"1.5.2", b"1e5e5",
-])
-def test_parse_numbers_refuses_what_is_no_finite_json_number(text: bytes) -> None:
-    with pytest.raises(ProtocolError) as info:
-        oj.parse_numbers(text, field="values", where="otii:1905")
-    assert info.value.field == "values" and info.value.where == "otii:1905"
-
-
-def test_parse_numbers_into_out_checks_the_count() -> None:
-    out = np.full(3, np.nan)
-    assert oj.parse_numbers(b"1,2,3", out) is out and out.tolist() == [1.0, 2.0, 3.0]
-    for text in (b"1,2", b"1,2,3,4", b"1, 2", b""):
-        with pytest.raises(ProtocolError, match="expected 3") as info:
-            oj.parse_numbers(text, np.empty(3))
-        assert info.value.field == "values"
-
-
-def test_parse_numbers_fast_path_with_odd_numbers_among_many(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Blocks of one width with a few numbers of another shape (zeros, a sign, a big mantissa)
-    are read exactly; so is a block whose middle number is the odd one."""
-    monkeypatch.setattr(oj, "PARSE_BLOCK", 64)
-    rng = np.random.default_rng(2)
-    values = rng.normal(3e-3, 1e-4, 1000)
-    values[::97] = 0.0
-    values[32] = 0.0                                        # the middle of the first block
-    values[5::131] *= -1
-    text = oj.format_numbers(values, 5)
-    assert _same(oj.parse_numbers(text), _loads(text))
-    tokens = text.split(b",")
-    tokens[7] = b"9.999e-03"                                 # same width, other shape
-    tokens[8] = b"99999999e0"
-    odd = b",".join(tokens)
-    assert _same(oj.parse_numbers(odd), _loads(odd))
-    tokens[9] = b"9x999e-03"                                 # not a number: refused
-    with pytest.raises(ProtocolError):
-        oj.parse_numbers(b",".join(tokens))
-
-
-def test_parse_numbers_takes_the_slow_path_when_most_numbers_are_odd(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-    slow = oj._json_numbers
-    monkeypatch.setattr(oj, "_json_numbers", lambda *a: calls.append(1) or slow(*a))
-    mixed = b",".join(b"1.5e+00" if k % 2 else b"25000e-3" for k in range(400))
-    assert _same(oj.parse_numbers(mixed), _loads(mixed)) and calls == [1]
-    calls.clear()
-    same = oj.format_numbers(np.linspace(1e-6, 1e-3, 400), 6)
-    assert _same(oj.parse_numbers(same), _loads(same)) and calls == []
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.lists(finite, min_size=1, max_size=300), st.integers(min_value=2, max_value=15))
-def test_parse_numbers_of_format_numbers_equals_json_loads(values: list[float],
-                                                           digits: int) -> None:
-    text = oj.format_numbers(np.array(values), digits)
-    assert _same(oj.parse_numbers(text), _loads(text))
-
-
-json_number = st.one_of(
-    st.integers(min_value=-10**30, max_value=10**30).map(lambda i: str(i).encode()),
-    st.floats(allow_nan=False, allow_infinity=False).map(lambda f: repr(f).encode()),
-    st.from_regex(rb"\A-?(0|[1-9][0-9]{0,19})(\.[0-9]{1,19})?([eE][+-]?[0-9]{1,3})?\Z"),
-)
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8),
+                      st.floats(allow_nan=False, allow_infinity=False))
+json_value = st.recursive(json_leaf, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=5), inner, max_size=4)),
+    max_leaves=20)
+message = st.dictionaries(st.text(max_size=8), json_value, max_size=6)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(json_number, min_size=1, max_size=40), st.booleans())
-def test_parse_numbers_of_any_json_numbers_equals_json_loads(tokens: list[bytes],
-                                                            one_width: bool) -> None:
-    if one_width:                          # one shape, one width: the fast path's input
-        tokens = [tokens[0]] * len(tokens)
-    text = b",".join(tokens)
+@given(st.binary(max_size=200))
+def test_decode_of_random_bytes_is_an_object_or_a_protocol_error(line: bytes) -> None:
     try:
-        want = _loads(text)
-    except (ValueError, OverflowError):
-        want = None
-    if want is None or not np.all(np.isfinite(want)):
-        with pytest.raises(ProtocolError):
-            oj.parse_numbers(text)
+        obj = oj.decode(line, where="h:1")
+    except ProtocolError as exc:
+        assert exc.field == "line" and exc.where == "h:1"
+        assert exc.offset is None or 0 <= exc.offset <= len(line)
     else:
-        assert _same(oj.parse_numbers(text), want)
+        assert isinstance(obj, dict) and obj == json.loads(line)
 
 
-def test_decode_values_cuts_out_the_values_array() -> None:
-    values = np.array([1e-3, -2e-6, 0.0])
-    line = oj.analog_reply("recording_get_channel_data", "9", 0.5, 0.00025,
-                           oj.format_numbers(values, 5))[:-2]
-    msg, text = oj.decode_values(line)
-    assert msg["trans_id"] == "9" and msg["data"]["values"] == []
-    assert msg["data"]["timestamp"] == 0.5
-    assert text is not None and _same(oj.parse_numbers(text), _loads(text))
-    empty = oj.analog_reply("recording_get_channel_data", "9", 0.0, 1.0, b"")[:-2]
-    assert oj.decode_values(empty)[1] == b""
+@settings(max_examples=200, deadline=None)
+@given(message, st.data())
+def test_decode_of_a_truncated_line_is_a_protocol_error_with_its_offset(
+        msg: dict, data: st.DataObject) -> None:
+    line = oj.encode(msg)[:-2]
+    assert oj.decode(line) == msg
+    cut = data.draw(st.integers(min_value=0, max_value=len(line) - 1))
+    with pytest.raises(ProtocolError) as err:
+        oj.decode(line[:cut])
+    assert err.value.field == "line" and err.value.offset is not None
+    assert 0 <= err.value.offset <= cut
 
 
-@pytest.mark.parametrize("line", [
-    b'{"type":"error","errorcode":"Invalid key value","cmd":"x","trans_id":"1","data":{}}',
-    b'{"type":"response","cmd":"x","data":{"values": [1,2]}}',            # spaced: no cut
-    b'{"type":"response","cmd":"x","data":{"values":[1]},"values":[2]}',  # another "values"
-    b'{"type":"response","cmd":"x","data":{"values":[1],"note":"]"}}',     # a "]" after it
-    b'{"type":"response","cmd":"x","data":{"values":[1,2]},"extra":[3]}',
+@pytest.mark.parametrize("depth", [10, 400, 5_000, 200_000])
+@pytest.mark.parametrize("opener, closer", [(b"[", b"]"), (b'{"a":', b"}")])
+def test_deeply_nested_lines_are_protocol_errors_not_recursion_errors(
+        depth: int, opener: bytes, closer: bytes) -> None:
+    line = b'{"data":' + opener * depth + b"1" + closer * depth + b"}"
+    try:
+        msg = oj.decode(line)
+    except ProtocolError as exc:
+        assert depth >= 5_000 and exc.field == "line" and exc.offset is not None
+        before = line[:exc.offset]                            # where it got too deep
+        assert before.count(b"[") + before.count(b"{") == oj.MAX_NESTING
+        assert line[exc.offset:exc.offset + 1] in (b"[", b"{")
+    else:
+        assert msg == json.loads(line)
+    with pytest.raises(oj.RequestError) as err:               # the server side alike
+        oj.parse_request(opener * depth)
+    assert err.value.code in ("Not able to parse request", "Missing key in request")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=100))
+def test_parse_request_only_raises_request_errors(line: bytes) -> None:
+    try:
+        req = oj.parse_request(line)
+    except oj.RequestError as exc:
+        assert exc.code in ("Not able to parse request", "Missing key in request",
+                            "Invalid key type")
+    else:
+        assert isinstance(req.cmd, str) and isinstance(req.data, dict)
+
+
+def test_an_oversized_line_is_refused_by_both_splitters() -> None:
+    client = oj.CrlfSplitter(max_bytes=100)
+    assert client.feed(b"x" * 60) == []
+    with pytest.raises(ProtocolError) as err:
+        client.feed(b"x" * 60 + b"\r\n")
+    assert err.value.field == "line" and err.value.offset == 100
+    server = oj.LineSplitter(max_bytes=100)
+    assert server.feed(b'{"a":1}\n' + b"y" * 150) == [b'{"a":1}']
+    assert server.pending <= 100                              # the excess is not kept
+    out = server.feed(b"y" * 500 + b'\r\n{"b":2}\n')
+    assert out == [oj.Oversized(650), b'{"b":2}']             # one answer per line, in order
+
+
+# ------------------------------------------------------------------ properties: values arrays
+def _reference(items: list) -> np.ndarray | None:
+    """What the values must be: json.loads' numbers as float64; None when any is no finite
+    number (bool, string, null, NaN, infinity or beyond any double)."""
+    loaded = json.loads(json.dumps(items))
+    if any(type(v) not in (int, float) for v in loaded):
+        return None
+    try:
+        arr = np.array(loaded, dtype=np.float64)
+    except OverflowError:
+        return None
+    return arr if np.isfinite(arr).all() else None
+
+
+item = st.one_of(st.floats(), st.integers(min_value=-10**400, max_value=10**400),
+                 st.booleans(), st.none(), st.text(max_size=3), st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(
+    min_value=-2**60, max_value=2**60)), max_size=30) | st.lists(item, max_size=30))
+def test_analog_values_are_json_loads_numbers_or_a_protocol_error(items: list) -> None:
+    data = {"data_type": "analog", "timestamp": 0.25, "interval": 0.00025, "values": items}
+    want = _reference(items)
+    if want is None:
+        with pytest.raises(ProtocolError) as err:
+            oj.analog_values(data, len(items), where="h:1")
+        assert err.value.field == "values" and err.value.where == "h:1"
+        bad = next(k for k in range(len(items)) if _reference([items[k]]) is None)
+        assert f"values[{bad}]" in str(err.value)            # the first bad item, by index
+    else:
+        t, dt, got = oj.analog_values(data, len(items))
+        assert (t, dt) == (0.25, 0.00025) and got.dtype == np.float64
+        assert np.array_equal(got, want) and np.array_equal(np.signbit(got), np.signbit(want))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(finite, min_size=1, max_size=60), st.integers(min_value=2, max_value=12))
+def test_analog_reply_lines_read_back_as_json_loads_reads_them(
+        values: list[float], digits: int) -> None:
+    line = oj.analog_reply("recording_get_channel_data", "9", 1.5, 0.001,
+                           oj.format_numbers(np.array(values), digits))
+    data = oj.check_reply(oj.decode(line[:-2]), "9")
+    _, _, got = oj.analog_values(data, len(values))
+    assert np.array_equal(got, np.array(json.loads(line)["data"]["values"], dtype=np.float64))
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"timestamp": 0, "interval": 1, "values": [1.0]}, None),
+    ({"timestamp": 0, "interval": 1, "values": [1.0, 2.0]}, "values"),     # count differs
+    ({"timestamp": 0, "interval": 1, "values": {"0": 1.0}}, "values"),
+    ({"timestamp": 0, "interval": 1}, "values"),
+    ({"timestamp": "0", "interval": 1, "values": [1.0]}, "timestamp"),
+    ({"timestamp": 0, "interval": True, "values": [1.0]}, "interval"),
+    ({"timestamp": 0, "interval": 1e999, "values": [1.0]}, "interval"),
+    ({"data_type": "digital", "timestamp": 0, "interval": 1, "values": [1.0]}, "data_type"),
+    ([1.0], "data"),
+    # the shape that fooled the old fast path: a values array inside another object
+    ({"values": [], "meta": {"values": [1.5]}, "timestamp": 0, "interval": 1}, "values"),
 ])
-def test_decode_values_falls_back_to_the_whole_line(line: bytes) -> None:
-    msg, text = oj.decode_values(line)
-    assert text is None and msg == json.loads(line)
+def test_analog_values_checks_the_reply_shape(data: object, field: str | None) -> None:
+    if field is None:
+        assert oj.analog_values(data, 1)[2].tolist() == [1.0]
+        return
+    with pytest.raises(ProtocolError) as err:
+        oj.analog_values(data, 1)
+    assert err.value.field == field
 
 
-def test_decode_values_of_a_broken_line_is_a_protocol_error() -> None:
+def test_events_need_a_timestamp_and_a_value_of_the_type() -> None:
+    levels = [{"timestamp": 0.5, "value": True}, {"timestamp": 1, "value": False}]
+    assert oj.events({"values": levels}, bool) == levels
+    assert oj.events({"values": [{"timestamp": 0, "value": "boot"}]}, str)[0]["value"] == "boot"
+    for bad in ([{"value": True}], [{"timestamp": "x", "value": True}], [{"timestamp": 1}],
+                [{"timestamp": 1, "value": 1}], [3]):
+        with pytest.raises(ProtocolError, match=r"values\[0\]") as err:
+            oj.events({"values": bad}, bool, where="h:2")
+        assert err.value.field == "values" and err.value.where == "h:2"
     with pytest.raises(ProtocolError):
-        oj.decode_values(b'{"type":"response","data":{"values":[1,2]', where="otii:1905")
+        oj.events({"values": None})

@@ -42,6 +42,13 @@ def record(otii, arc, seconds: float, channels=("mc", "mv", "mp", "me"), before=
     return project, project.get_last_recording()
 
 
+def wait_for(predicate, timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.01)
+
+
 def values(rec, arc, channel: str) -> np.ndarray:
     count = rec.get_channel_data_count(arc.id, channel)
     return np.array(rec.get_channel_data(arc.id, channel, 0, count)["values"])
@@ -112,8 +119,9 @@ def test_uart_rx_tx_and_baud_rate(otii, arc, dut: VirtualDut) -> None:
     assert arc.get_uart_baudrate() == 115200
 
     def say() -> None:
-        time.sleep(0.4)                             # booted
+        wait_for(lambda: dut.state.name == "IDLE")   # booted: the console takes commands
         arc.write_tx("echo over-the-arc\n")
+        wait_for(lambda: any(ln.text.endswith("over-the-arc") for ln in dut.uart_lines()))
     _, rec = record(otii, arc, 0.3, channels=("mc", "rx"), before=say)
     log = rec.get_channel_data(arc.id, "rx", 0, 100)
     assert log["data_type"] == "log"
@@ -231,8 +239,11 @@ def test_speed_factor_compresses_recording_time(dut: VirtualDut) -> None:
         assert rec.get_channel_data_count(arc.id, "mc") == round(info["to"] * 4000)
 
 
-def test_hil_sim_otii_command_serves_until_stopped() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "hil.cli", "sim", "otii", "--port", "0"],
+def test_hil_sim_otii_command_serves_until_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTII_USERNAME", "ada")       # the vendor client logs in with these
+    monkeypatch.setenv("OTII_PASSWORD", "pw")
+    proc = subprocess.Popen([sys.executable, "-m", "hil.cli", "sim", "otii", "--port", "0",
+                             "--account", "ada:pw"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stdout.readline().split()

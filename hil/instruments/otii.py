@@ -3,7 +3,7 @@
 Real hardware and the simulator are reached the same way, over the Otii TCP server protocol, so a
 test bench that passes on the simulated rig runs unchanged on a lab rig. Every failure of the
 vendor client (its exceptions, socket errors, timeouts, malformed replies) surfaces as one error
-of `hil.errors` naming the server, the command and the server's error code.
+of `hil.errors` naming the server (host:port), the command and the server's error code.
 
     power.on(voltage=3.3)
     with power.capture() as trace:        # starts a recording
@@ -17,12 +17,14 @@ and for an Otii server on this host. For a server on another host whose clock ma
 here (error at most half the round-trip time). A simulator run with `speed` != 1 times recordings
 in virtual seconds, so console marks do not line up with its traces.
 
-Fetching: commands go through the vendor client. Analog samples (the bulk of a capture) are read
-by default with our thin reader (hil.instruments.otii_bulk) on a second connection to the same
-server: the same requests, pipelined, with the numbers parsed by numpy straight into the trace's
-array (about 2.5x the vendor client's rate on the simulator; exactly the same values). The
-vendor client re-splits its whole receive buffer on every 128 KiB piece of a reply and builds a
-list of floats. `fetch = "vendor"` uses the vendor client for those too.
+Wire: everything, recorded data included, goes over the vendor client's one connection, one
+request at a time, with the very requests the vendor client sends (what a real Otii server is
+known to accept). Only the waiting differs: a data request waits at most FETCH_TIMEOUT_S per read
+where the vendor client would wait forever.
+
+Unanswered commands: a command that timed out may still run on the server later. The connection
+is then dropped (a late reply would desynchronise it), the next command opens a fresh one, and
+`safe_state()` keeps checking for `settle` seconds that main stays off and no recording runs.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import json
 import os
 import re
 import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -39,19 +42,17 @@ import numpy as np
 from otii_tcp_client import arc as otii_arc
 from otii_tcp_client import otii_client, otii_connection, otii_exception
 from otii_tcp_client import otii as otii_app
+from otii_tcp_client.recording import remove_control_characters
 
 from hil import clock
 from hil.errors import InstrumentConnectError, InstrumentError, ProtocolError
-from hil.instruments.otii_bulk import BulkReader
 from hil.instruments.power_trace import PowerTrace
 from hil.protocols import otii_json as oj
-from hil.rig import Key, Resource, RigKind
+from hil.timeout import Deadline
 
 if TYPE_CHECKING:
     from otii_tcp_client.project import Project
     from otii_tcp_client.recording import Recording
-
-    from hil.sim.bench import VirtualBench
 
 T = TypeVar("T")
 
@@ -60,7 +61,11 @@ CHANNELS = ("mc", "mv", "mp", "me", "ac", "av", "ap", "ae", "sp", "sn", "vb", "v
 ANALOG = set(CHANNELS) - {"rx", "i1", "i2"}
 ARC_RATE = 4000
 RECONNECT_TIMEOUT_S = 3.0
+FETCH_TIMEOUT_S = 60.0       # longest wait for a piece of a data reply (vendor client: forever)
+SETTLE_POLL_S = 0.1          # how often safe_state() looks while a late command may still run
+SETTLE_FIXES = 3             # late switch-ons safe_state() undoes before it gives up
 NO_DEVICE = "no device"      # errorcode of the error raised when the wanted device is absent
+GONE = ("Device not connected", NO_DEVICE)
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ class OtiiConfig:
     uart_baudrate: int = 115_200           # for the `rx` channel and uart_write()
     connect_timeout: float = 10.0
     clock: str = "server"                  # t0 from the server's start-time, or "local"
-    fetch: str = "direct"                  # analog data: own thin reader, or "vendor" client
+    settle: float = 5.0                    # s safe_state() watches after an unanswered command
 
     @property
     def where(self) -> str:
@@ -156,9 +161,12 @@ class OtiiPower:
         self._arc: otii_arc.Arc | None = None
         self._project: Project | None = None
         self._licenses: list[int] = []          # reserved by us on an earlier connection
+        self._logged_in_here = False            # we logged in (and log out when done)
         self._recording = False
+        self._lost = False                      # the connection broke: the next command reopens
+        self._unanswered = False                # a command timed out: it may still run late
+        self._generation = 0                    # connections opened so far
         self._voltage = config.voltage
-        self._bulk = BulkReader(config.host, config.port)
         self._connect(config.connect_timeout)
         self.configure()
 
@@ -166,57 +174,77 @@ class OtiiPower:
         dev = f" {self._arc.name} ({self._arc.type})" if self._arc is not None else ""
         return f"OtiiPower({self.name!r}, {self.config.where}{dev})"
 
+    @property
+    def _at(self) -> str:
+        """How messages name this instrument: its name and the server's host:port."""
+        return f"{self.name}: Otii at {self.config.where}"
+
     # ----------------------------------------------------------------- connection
     def _connect(self, timeout: float) -> None:
         cfg = self.config
-        _probe(cfg.host, cfg.port, timeout, self.name)
+        probe(cfg.host, cfg.port, timeout, self.name)
         mode = (otii_client.LicensingMode.AUTO if cfg.licensing == "auto"
                 else otii_client.LicensingMode.MANUAL)
         if cfg.credentials and not os.path.isfile(cfg.credentials):
-            raise InstrumentConnectError(f"{self.name}: Otii credentials file "
-                                         f"{cfg.credentials!r} not found")
+            raise InstrumentConnectError(f"{self._at}: credentials file {cfg.credentials!r} "
+                                         f"not found")
         try:
             otii = otii_client.OtiiClient().connect(
                 host=cfg.host, port=cfg.port, try_for_seconds=timeout, licensing=mode,  # type: ignore[arg-type]
                 credentials=cfg.credentials)
         except otii_client.OtiiClientException as exc:
             raise InstrumentConnectError(
-                f"{self.name}: Otii at {cfg.where} has no free Automation license within "
-                f"{timeout:g} s ({exc}); return it elsewhere or use licensing = \"manual\"") from None
+                f"{self._at} has no free Automation license within {timeout:g} s ({exc}); "
+                f"return it elsewhere or use licensing = \"manual\"") from None
         except Exception as exc:
             err = self._wrap("connect", exc)
-            if type(err) is InstrumentError:       # e.g. Could not login: still a connect failure
-                err = _tag(InstrumentConnectError(str(err)), "connect",
-                           getattr(err, "errorcode", None))
-            raise err from None
+            code = getattr(err, "errorcode", None)
+            if code == "Not logged in":
+                err = InstrumentConnectError(
+                    f"{err}: the Otii application is logged out and no login was possible; "
+                    f"give credentials (a JSON file with username and password) or set "
+                    f"OTII_USERNAME and OTII_PASSWORD")
+            elif type(err) is InstrumentError:     # e.g. Could not login: still a connect failure
+                err = InstrumentConnectError(str(err))
+            raise _tag(err, "connect", code) from None
         otii.auto_reserved_licenses = sorted(set(self._licenses) |
                                              set(otii.auto_reserved_licenses))
+        otii.auto_logged_in = otii.auto_logged_in or self._logged_in_here
         self._licenses = list(otii.auto_reserved_licenses)
+        self._logged_in_here = otii.auto_logged_in
         self._otii = otii
+        self._generation += 1
         try:
             self._arc = self._pick_device(otii)
             self._project = self._call("otii_get_active_project", otii.get_active_project)
         except BaseException:
             self._release()
             raise
+        self._lost = False
 
     def _pick_device(self, otii: otii_client.Connect) -> otii_arc.Arc:
-        want = self.config.device
         devices = self._call("otii_get_devices", otii.get_devices, 0)
-        for dev in devices:
-            if (not want and dev.type in ("Arc", "Ace")) or want in (dev.id, dev.name):
-                return dev
-        found = ", ".join(f"{d.name} ({d.type}, {d.id})" for d in devices) or "none"
-        what = f"device {want!r}" if want else "Arc or Ace"
-        raise _tag(InstrumentConnectError(f"{self.name}: Otii at {self.config.where} has no "
-                                          f"{what} connected; devices found: {found}"),
-                   "otii_get_devices", NO_DEVICE)
+        found = pick_device(devices, self.config.device)
+        if found is None:
+            raise _tag(InstrumentConnectError(f"{self._at} has no "
+                                              f"{_wanted(self.config.device)} connected; "
+                                              f"devices found: {_listed(devices)}"),
+                       "otii_get_devices", NO_DEVICE)
+        return found
+
+    def _reopen(self) -> None:
+        """A fresh connection in place of one that broke (the server keeps the device's state)."""
+        self._connect(min(self.config.connect_timeout, RECONNECT_TIMEOUT_S))
+
+    def _drop(self) -> None:
+        """Close a connection that cannot be trusted any more; the next command reopens one."""
+        self._disconnect()
+        self._lost = True
 
     def _disconnect(self) -> None:
         """Close the socket without talking (the connection is unusable or we are done)."""
         otii, self._otii, self._arc, self._project = self._otii, None, None, None
         self._recording = False
-        self._bulk.close()
         if otii is not None:
             otii.connection.close_connection()
 
@@ -226,50 +254,59 @@ class OtiiPower:
 
     @property
     def device(self) -> otii_arc.Arc:
+        """The Arc/Ace, on a live connection (a broken one is replaced first)."""
+        if self._arc is None and self._lost:
+            self._reopen()
         if self._arc is None:
-            raise InstrumentConnectError(f"{self.name}: not connected to the Otii at "
-                                         f"{self.config.where} (lost earlier; safe_state() "
-                                         f"reconnects)")
+            raise InstrumentConnectError(f"{self._at}: not connected (closed)")
         return self._arc
+
+    def _require_project(self) -> Project:
+        if self._project is None and self._lost:
+            self._reopen()
+        if self._project is None:
+            raise InstrumentConnectError(f"{self._at}: not connected (closed)")
+        return self._project
 
     # ----------------------------------------------------------------- errors
     def _call(self, cmd: str, fn: Callable[..., T], *args: Any) -> T:
         """Run one vendor-client call; any failure becomes a hil error naming `cmd`."""
         if self._otii is None:
-            raise InstrumentConnectError(f"{self.name}: not connected to the Otii at "
-                                         f"{self.config.where}; cannot send {cmd}")
+            raise InstrumentConnectError(f"{self._at}: not connected; cannot send {cmd}")
         try:
             return fn(*args)
         except Exception as exc:
             raise self._wrap(cmd, exc, args) from None
 
     def _wrap(self, cmd: str, exc: Exception, args: tuple[Any, ...] = ()) -> Exception:
-        where = f"{self.name}: Otii at {self.config.where}"
+        where = self._at
         call = f"{cmd}({', '.join(map(repr, args))})"
         if isinstance(exc, otii_exception.Otii_Exception):
             return _server_error(where, cmd, call, exc.type, exc.message)
-        if isinstance(exc, oj.ErrorReply):
-            return _server_error(where, cmd, call, exc.code, {"data": exc.data})
-        if isinstance(exc, ProtocolError):
-            self._disconnect()
-            return _tag(ProtocolError(f"{where}: bad reply to {call}: {exc}", field=exc.field,
-                                      where=self.config.where), cmd)
         if isinstance(exc, otii_app.OtiiException):
             return _tag(InstrumentError(f"{where}: {call} failed: {exc}"), cmd)
         broken: Exception
-        if isinstance(exc, ConnectionRefusedError):
+        if isinstance(exc, ProtocolError):
+            broken = ProtocolError(f"{where}: bad reply to {call}: {exc.message}",
+                                   field=exc.field, where=self.config.where, offset=exc.offset)
+        elif isinstance(exc, ConnectionRefusedError):
             broken = InstrumentConnectError(f"{where} refused the connection (is its TCP "
                                             f"server enabled?)")
         elif isinstance(exc, TimeoutError):
+            self._unanswered = self._unanswered or not _reads_only(cmd)
             broken = InstrumentError(f"{where}: no reply to {call} within the client's timeout "
                                      f"(the connection is dropped: a late reply would "
-                                     f"desynchronise it)")
+                                     f"desynchronise it; the command may still run later)")
         elif isinstance(exc, (otii_connection.DisconnectedException, OSError)):
             broken = InstrumentConnectError(f"{where}: connection lost during {call} "
                                             f"({type(exc).__name__}: {exc})")
-        elif isinstance(exc, (ValueError, UnicodeDecodeError)):   # json.JSONDecodeError
-            broken = ProtocolError(f"{where}: the reply to {call} is not JSON ({exc})",
-                                   where=self.config.where)
+        elif isinstance(exc, (ValueError, RecursionError)):   # JSONDecodeError, bad text
+            pos = exc.pos if isinstance(exc, json.JSONDecodeError) else None
+            what = f"not JSON at offset {pos} of the reply line" if pos is not None \
+                else "unreadable"
+            broken = ProtocolError(f"{where}: the reply to {call} is {what} "
+                                   f"({type(exc).__name__}: {exc})", field="line",
+                                   where=self.config.where, offset=pos)
         elif isinstance(exc, (KeyError, TypeError)):
             broken = ProtocolError(f"{where}: the reply to {call} lacks the expected key {exc}",
                                    field=str(exc), where=self.config.where)
@@ -279,7 +316,7 @@ class OtiiPower:
                                    field="trans_id", where=self.config.where)
         else:
             broken = InstrumentError(f"{where}: {call} failed: {type(exc).__name__}: {exc}")
-        self._disconnect()
+        self._drop()
         return _tag(broken, cmd)
 
     # ----------------------------------------------------------------- configuration
@@ -323,11 +360,12 @@ class OtiiPower:
     @property
     def is_on(self) -> bool:
         """The main output's state as the Otii reports it (an over-current trip turns it off)."""
-        return bool(self._call("arc_get_main", self.device.get_main))
+        return self._main_on()
 
     def read(self, channel: str = "mc") -> float:
         """The present value of a channel (A, V, W, °C; level for i1/i2)."""
-        return self._call("arc_get_value", self.device.get_value, channel)
+        value = self._call("arc_get_value", self.device.get_value, channel)
+        return self._typed(f"arc_get_value({channel!r})", "value", value, (int, float, bool))
 
     # ----------------------------------------------------------------- UART and GPIO
     def uart_write(self, text: str) -> None:
@@ -341,7 +379,17 @@ class OtiiPower:
 
     def get_gpi(self, pin: int) -> bool:
         """Read GPI pin 1 or 2."""
-        return bool(self._call("arc_get_gpi", self.device.get_gpi, int(pin)))
+        value = self._call("arc_get_gpi", self.device.get_gpi, int(pin))
+        return self._typed(f"arc_get_gpi({int(pin)})", "value", value, (bool,))
+
+    def _typed(self, call: str, key: str, value: Any, types: tuple[type, ...]) -> Any:
+        """`value` if the reply gave one of `types` (a bool is no number unless listed), else
+        a ProtocolError: a "false" string must not read as True."""
+        if type(value) in types and (type(value) is bool or np.isfinite(value)):
+            return value
+        raise ProtocolError(f"{self._at}: {call} answered {key} {value!r}, not "
+                            f"{' or '.join(t.__name__ for t in types)}", field=key,
+                            where=self.config.where)
 
     # ----------------------------------------------------------------- captures
     @contextmanager
@@ -350,8 +398,9 @@ class OtiiPower:
         cap = Capture(name or self.name)
         project = self._require_project()
         if self._recording:
-            raise InstrumentError(f"{self.name}: a capture is already running; captures of one "
+            raise InstrumentError(f"{self._at}: a capture is already running; captures of one "
                                   f"Otii cannot nest")
+        generation = self._generation
         before = clock.now()
         self._call("project_start_recording", project.start_recording)
         after = clock.now()
@@ -359,17 +408,21 @@ class OtiiPower:
         try:
             rec = self._call("project_get_last_recording", project.get_last_recording)
             if rec is None:
-                raise InstrumentError(f"{self.name}: the Otii reports no recording right after "
+                raise InstrumentError(f"{self._at} reports no recording right after "
                                       f"project_start_recording")
             started = clock.now()
             yield cap
+            if self._generation != generation:
+                raise InstrumentError(f"{self._at}: the connection broke during capture "
+                                      f"{cap.name!r} and was reopened; its recording is "
+                                      f"stopped and not used")
         except BaseException:
             self._stop_quietly()
             raise
         ended = clock.now()
         self._call("project_stop_recording", project.stop_recording)
         if self._still_running(rec) is True:        # safe_state() will try to stop it again
-            raise InstrumentError(f"{self.name}: recording {rec.name!r} is still running after "
+            raise InstrumentError(f"{self._at}: recording {rec.name!r} is still running after "
                                   f"project_stop_recording (started again elsewhere?); its data "
                                   f"would be incomplete")
         self._recording = False
@@ -378,15 +431,9 @@ class OtiiPower:
             else rec.start_time.timestamp()
         self._fill(cap, rec, t0, {"capture_start": started, "capture_end": ended})
 
-    def _require_project(self) -> Project:
-        if self._project is None:
-            raise InstrumentConnectError(f"{self.name}: not connected to the Otii at "
-                                         f"{self.config.where}")
-        return self._project
-
     def _stop_quietly(self) -> None:
         """Stop the recording after a failure inside the capture (the first error wins)."""
-        if self._recording and self._project is not None:
+        if self._project is not None:
             try:
                 self._call("project_stop_recording", self._project.stop_recording)
             except Exception:
@@ -395,13 +442,14 @@ class OtiiPower:
 
     def _fill(self, cap: Capture, rec: Recording, t0: float, marks: dict[str, float]) -> None:
         arc = self.device
-        if not self._call("arc_is_connected", arc.is_connected):
-            raise InstrumentConnectError(f"{self.name}: Otii device {arc.name} ({arc.id}) was "
+        connected = self._call("arc_is_connected", arc.is_connected)
+        if not self._typed("arc_is_connected", "connected", connected, (bool,)):
+            raise InstrumentConnectError(f"{self._at}: device {arc.name} ({arc.id}) was "
                                          f"disconnected during capture {cap.name!r}")
         first, interval, current = self._analog(rec, "mc")
         if current.size == 0:
-            raise InstrumentError(f"{self.name}: capture {cap.name!r} recorded no current samples "
-                                  f"(channel mc enabled: {'mc' in self.config.channels})")
+            raise InstrumentError(f"{self._at}: capture {cap.name!r} recorded no current "
+                                  f"samples (channel mc enabled: {'mc' in self.config.channels})")
         voltage: np.ndarray | float = self._voltage
         if "mv" in self.config.channels:
             _, _, mv = self._analog(rec, "mv")
@@ -411,85 +459,174 @@ class OtiiPower:
         start = t0 + first
         cap.recording = rec.name
         cap.rx = [LogLine(t0 + e["timestamp"], e["value"]) for e in self._events(rec, "rx")]
-        cap.gpi = {int(ch[1]): [Edge(t0 + e["timestamp"], bool(e["value"]))
+        cap.gpi = {int(ch[1]): [Edge(t0 + e["timestamp"], e["value"])
                                 for e in self._events(rec, ch)]
                    for ch in ("i1", "i2") if ch in self.config.channels}
-        time = np.arange(current.size, dtype=np.float64) * interval
-        cap.trace = PowerTrace(time, current, voltage, t0=start, marks=marks, name=cap.name)
+        time_ = np.arange(current.size, dtype=np.float64) * interval
+        cap.trace = PowerTrace(time_, current, voltage, t0=start, marks=marks, name=cap.name)
 
     def _still_running(self, rec: Recording) -> Any:
         try:
-            return self._call("recording_is_running", rec.is_running)
+            running = self._call("recording_is_running", rec.is_running)
+            return self._typed("recording_is_running", "running", running, (bool,))
         except InstrumentError as exc:
             if getattr(exc, "errorcode", None) == "Invalid command":   # Otii < 3.3
                 return "Invalid command"
             raise
 
+    # ----------------------------------------------------------------- recorded data
+    def _count(self, rec: Recording, channel: str) -> int:
+        count = self._call("recording_get_channel_data_count", rec.get_channel_data_count,
+                           self.device.id, channel)
+        if type(count) is not int or count < 0:
+            raise ProtocolError(f"{self._at}: recording_get_channel_data_count({channel!r}) "
+                                f"answered {count!r}, not a count", field="count",
+                                where=self.config.where)
+        return count
+
+    def _fetch(self, recording_id: int, device_id: str, channel: str, index: int,
+               count: int) -> Any:
+        """The `data` of one recording_get_channel_data request, sent exactly as the vendor
+        client's Recording.get_channel_data sends it, on its connection (one request at a time),
+        waiting at most FETCH_TIMEOUT_S for each piece of the reply."""
+        assert self._otii is not None
+        request = {"type": "request", "cmd": "recording_get_channel_data",
+                   "data": {"device_id": device_id, "recording_id": recording_id,
+                            "channel": channel, "index": index, "count": count}}
+        reply = self._otii.connection.send_and_receive(request, FETCH_TIMEOUT_S)
+        if reply["type"] == "error":
+            raise otii_exception.Otii_Exception(reply)
+        return reply["data"]
+
     def _analog(self, rec: Recording, channel: str,
                 limit: int | None = None) -> tuple[float, float, np.ndarray]:
         """(timestamp of the first sample, interval, values) of an analog channel (at most
-        `limit` values from its start)."""
+        `limit` values from its start), in chunks of 40 000 values like the vendor client."""
         arc = self.device
-        count = self._call("recording_get_channel_data_count", rec.get_channel_data_count,
-                           arc.id, channel)
+        count = self._count(rec, channel)
         count = count if limit is None else min(count, limit)
-        if not count:
-            return 0.0, 1.0 / self.config.sample_rate, np.zeros(0)
-        if self.config.fetch == "direct":
-            return self._call("recording_get_channel_data", self._bulk.analog, rec.id, arc.id,
-                              channel, count)
-        data = self._call("recording_get_channel_data", rec.get_channel_data, arc.id, channel,
-                          0, count)
-        values = np.asarray(data["values"], dtype=np.float64)
-        if values.size != count:
-            raise ProtocolError(f"{self.name}: Otii sent {values.size} {channel} samples, "
-                                f"{count} announced", field="values", where=self.config.where)
-        return float(data["timestamp"]), float(data["interval"]), values
+        values = np.empty(count, dtype=np.float64)
+        first, interval = 0.0, 1.0 / self.config.sample_rate
+        for start in range(0, count, oj.CHUNK_SIZE):
+            n = min(oj.CHUNK_SIZE, count - start)
+            data = self._call("recording_get_channel_data", self._fetch, rec.id, arc.id, channel,
+                              start, n)
+            try:
+                t, dt, chunk = oj.analog_values(data, n, self.config.where)
+            except ProtocolError as exc:
+                raise ProtocolError(f"{self._at}: bad reply to recording_get_channel_data "
+                                    f"({channel!r}, index {start}, count {n}): {exc.message}",
+                                    field=exc.field, where=self.config.where) from None
+            values[start:start + n] = chunk
+            if start == 0:
+                first, interval = t, dt
+        return first, interval, values
 
     def _events(self, rec: Recording, channel: str) -> list[dict[str, Any]]:
+        """The entries of a log (rx: text) or digital (i1/i2: level) channel, checked; rx text
+        stripped of control characters like the vendor client does."""
         if channel not in self.config.channels:
             return []
-        arc = self.device
-        count = self._call("recording_get_channel_data_count", rec.get_channel_data_count,
-                           arc.id, channel)
+        count = self._count(rec, channel)
         if not count:
             return []
-        data = self._call("recording_get_channel_data", rec.get_channel_data, arc.id, channel,
-                          0, count)
-        return list(data["values"])
+        data = self._call("recording_get_channel_data", self._fetch, rec.id, self.device.id,
+                          channel, 0, count)
+        value = str if channel == "rx" else bool
+        try:
+            items = oj.events(data, value, self.config.where)
+        except ProtocolError as exc:
+            raise ProtocolError(f"{self._at}: bad reply to recording_get_channel_data "
+                                f"({channel!r}): {exc.message}", field=exc.field,
+                                where=self.config.where) from None
+        if channel == "rx":
+            return [{"timestamp": e["timestamp"], "value": remove_control_characters(e["value"])}
+                    for e in items]
+        return items
 
     # ----------------------------------------------------------------- safe state and close
     def safe_state(self) -> None:
-        """Recording stopped, main output off. Reconnects if the connection was lost (once more
-        if it breaks on the way), so the DUT is left unpowered whatever happened to the test.
+        """Main output off and no recording running, both read back. Reconnects if the
+        connection was lost (once more if it breaks on the way), so the DUT is left unpowered
+        whatever happened to the test. After a command went unanswered (it may still run on the
+        server), keeps reading back for `settle` s and undoes what a late command did.
         A device that is gone (unplugged) powers nothing: that counts as safe."""
         for attempt in (1, 2):
-            reconnected = self._otii is None
             try:
-                if reconnected:
-                    self._connect(min(self.config.connect_timeout, RECONNECT_TIMEOUT_S))
-                if self._recording or reconnected:
-                    self._call("project_stop_recording", self._require_project().stop_recording)
-                    self._recording = False
-                self._call("arc_set_main", self.device.set_main, False)
+                if self._otii is None:
+                    self._reopen()
+                self._switch_off()
+                if self._unanswered:
+                    self._watch(self.config.settle)
+                self._unanswered = False
                 return
-            except InstrumentError as exc:
-                if getattr(exc, "errorcode", None) in ("Device not connected", NO_DEVICE):
+            except (InstrumentError, ProtocolError) as exc:
+                if getattr(exc, "errorcode", None) in GONE:
                     self._recording = False
                     return
-                self._disconnect()
+                self._drop()
                 if attempt == 2:
                     raise
+
+    def _switch_off(self) -> None:
+        """Main off and the recording stopped, each verified by reading it back."""
+        arc, project = self.device, self._require_project()
+        for _ in range(2):                           # twice: a command may get lost inside
+            self._call("arc_set_main", arc.set_main, False)
+            if not self._main_on():
+                break
+        else:
+            raise InstrumentError(f"{self._at}: main output of {arc.name} still on after "
+                                  f"arc_set_main(False), twice")
+        if self._recording:
+            self._call("project_stop_recording", project.stop_recording)
+        for _ in range(2):
+            if not self._running():
+                break
+            self._call("project_stop_recording", project.stop_recording)
+        else:
+            raise InstrumentError(f"{self._at}: a recording still runs after "
+                                  f"project_stop_recording, twice")
+        self._recording = False
+
+    def _main_on(self) -> bool:
+        main = self._call("arc_get_main", self.device.get_main)
+        return self._typed("arc_get_main", "value", main, (bool,))
+
+    def _running(self) -> bool:
+        """Whether the active project's last recording runs (True when the server cannot
+        say: Otii < 3.3, so that a stop is sent anyway)."""
+        project = self._require_project()
+        rec = self._call("project_get_last_recording", project.get_last_recording)
+        return rec is not None and self._still_running(rec) is not False
+
+    def _watch(self, settle: float) -> None:
+        """Read main and recording back until `settle` s pass with both off, switching off
+        again whatever a late command switched on (SETTLE_FIXES times at most)."""
+        fixes = 0
+        quiet = Deadline(settle)
+        while not quiet.expired:
+            time.sleep(min(SETTLE_POLL_S, quiet.remaining))
+            if not (self._main_on() or self._running()):
+                continue
+            fixes += 1
+            if fixes > SETTLE_FIXES:
+                raise InstrumentError(f"{self._at}: main output or recording came back on "
+                                      f"{fixes} times after being switched off (another client "
+                                      f"driving this Otii?)")
+            self._switch_off()
+            quiet = Deadline(settle)
 
     def close(self) -> None:
         """Safe state, return the license(s) reserved here, disconnect. Idempotent."""
         failure: Exception | None = None
         try:
-            if self._otii is not None or self._licenses:
+            if self._otii is not None or self._licenses or self._lost:
                 self.safe_state()
         except Exception as exc:
             failure = exc
         failure = self._release() or failure
+        self._lost = False
         if failure is not None:
             raise failure
 
@@ -501,7 +638,7 @@ class OtiiPower:
                 otii.disconnect()
             except Exception as exc:
                 failure = self._wrap("otii_return_license", exc)
-            self._licenses = []
+            self._licenses, self._logged_in_here = [], False
         self._disconnect()
         return failure
 
@@ -512,7 +649,29 @@ class OtiiPower:
         self.close()
 
 
-def _probe(host: str, port: int, timeout: float, name: str) -> None:
+def pick_device(devices: list[otii_arc.Arc], want: str = "") -> otii_arc.Arc | None:
+    """The device named or with id `want`, or the first Arc/Ace when `want` is ""."""
+    for dev in devices:
+        if (not want and dev.type in ("Arc", "Ace")) or want in (dev.id, dev.name):
+            return dev
+    return None
+
+
+def _reads_only(cmd: str) -> bool:
+    """Whether `cmd` only reads (arc_get_main, recording_is_running...): run late, it changes
+    nothing, so safe_state() need not watch for it."""
+    return cmd.split("_")[1:2] in (["get"], ["is"])
+
+
+def _wanted(want: str) -> str:
+    return f"device {want!r}" if want else "Arc or Ace"
+
+
+def _listed(devices: list[otii_arc.Arc]) -> str:
+    return ", ".join(f"{d.name} ({d.type}, {d.id})" for d in devices) or "none"
+
+
+def probe(host: str, port: int, timeout: float, name: str) -> None:
     """Fail at once when nothing listens (the vendor client would retry for its whole timeout)."""
     try:
         socket.create_connection((host, port), timeout=max(0.5, min(timeout, 5.0))).close()
@@ -533,73 +692,24 @@ def _tag(exc: Exception, cmd: str, code: str | None = None) -> Exception:
 
 def _server_error(where: str, cmd: str, call: str, code: str, message: Any) -> Exception:
     """An Otii error reply as a hil error: the command, the error code and its details
-    (`message` is the vendor exception's text, or a reply dict whose `data` has them)."""
-    if isinstance(message, dict):
-        data = message.get("data") or {}
-        detail = json.dumps(data) if data else ""
-    else:
-        detail = str(message).replace("\t", "; ")
+    (`message` is the vendor exception's text)."""
+    detail = str(message).replace("\t", "; ")
     text = f"{where} refused {call}: {code}" + (f" ({detail})" if detail else "")
     cls = InstrumentConnectError if code == "Device not connected" else InstrumentError
     return _tag(cls(text), cmd, code)
 
 
-# =============================================================================== rig kind
-def _checked(cfg: OtiiConfig, res: Resource | None = None) -> OtiiConfig:
-    """Check values the rig-file types cannot express (channel names, positive numbers)."""
-    def bad(message: str, key: str) -> Exception:
-        return res.error(message, key) if res is not None else ValueError(f"{key}: {message}")
+def _checked(cfg: OtiiConfig) -> OtiiConfig:
+    """`cfg` if its values make sense (channel names, positive numbers), else ValueError."""
     unknown = [c for c in cfg.channels if c not in CHANNELS]
     if unknown:
-        raise bad(f"unknown channel(s) {', '.join(map(repr, unknown))}; known: "
-                  f"{', '.join(CHANNELS)}", "channels")
+        raise ValueError(f"channels: unknown channel(s) {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(CHANNELS)}")
     if "mc" not in cfg.channels:
-        raise bad("channels must include 'mc' (the current a capture is made of)", "channels")
+        raise ValueError("channels: must include 'mc' (the current a capture is made of)")
     for key in ("voltage", "max_current", "sample_rate", "connect_timeout", "uart_baudrate"):
         if not getattr(cfg, key) > 0:
-            raise bad(f"must be positive, got {getattr(cfg, key)!r}", key)
+            raise ValueError(f"{key}: must be positive, got {getattr(cfg, key)!r}")
+    if not cfg.settle >= 0:
+        raise ValueError(f"settle: must be 0 or more, got {cfg.settle!r}")
     return cfg
-
-
-def config_from(res: Resource) -> OtiiConfig:
-    """The OtiiConfig of a checked rig table."""
-    values = {k: res[k] for k in KEYS}
-    values["channels"] = tuple(str(c) for c in values["channels"])
-    return _checked(OtiiConfig(**values), res)
-
-
-def open_power(res: Resource, bench: VirtualBench) -> OtiiPower:
-    """Open a `kind = "otii"` table; host "sim" starts the simulator on the virtual bench and
-    connects to it over TCP like to real hardware."""
-    cfg = config_from(res)
-    if cfg.host == "sim":
-        from hil.sim.otii_server import OtiiServer   # only simulated rigs need the simulator
-        server = bench.start("otii", lambda: OtiiServer(dut=bench.dut, speed=bench.speed,
-                                                        seed=bench.seed))
-        cfg = replace(cfg, host=server.host, port=server.port)
-    return OtiiPower(cfg, name=res.name)
-
-
-KEYS: dict[str, Key] = {
-    "host": Key(str, help='Otii TCP server address, or "sim" for the simulator'),
-    "port": Key(int, 1905, help="Otii TCP server port (ignored for sim)"),
-    "device": Key(str, "", help="device name or id; empty = the first Arc/Ace"),
-    "licensing": Key(str, "auto", choices=("auto", "manual"),
-                     help="auto: reserve a license on connect and return it on close"),
-    "credentials": Key(str, "", help="JSON file with username/password; empty = "
-                                     "OTII_USERNAME/OTII_PASSWORD"),
-    "voltage": Key(float, 3.3, help="main output voltage, V"),
-    "max_current": Key(float, 0.5, help="over-current cut-off, A"),
-    "range": Key(str, "low", choices=("low", "high"), help="low = auto-range, high = forced"),
-    "channels": Key(list, ["mc", "mv"], help="channels to record (mc required; rx = UART log)"),
-    "sample_rate": Key(int, ARC_RATE, help="samples/s (settable on an Ace; an Arc has 4000)"),
-    "uart_baudrate": Key(int, 115_200, help="UART baud rate for rx and uart_write"),
-    "connect_timeout": Key(float, 10.0, help="s to wait for the server and a license"),
-    "clock": Key(str, "server", choices=("server", "local"),
-                 help="t0 of traces: the server's start-time, or local round-trip timing"),
-    "fetch": Key(str, "direct", choices=("direct", "vendor"),
-                 help="analog data: our thin reader on its own connection, or the vendor client"),
-}
-
-RIG_KIND = RigKind(keys=KEYS, open=open_power,
-                   help="Qoitech Otii Arc/Ace power analyzer over the Otii TCP server")

@@ -1,15 +1,16 @@
 """Otii TCP server wire format: one ASCII JSON object per CRLF-terminated line.
 
-Pure codec shared by the Otii simulator (server side) and by tests and thin readers (client
+Pure codec shared by the Otii simulator (server side) and by the driver and tests (client
 side): line framing, message builders, the error-reply shapes the vendor client reads (spec §6),
-and fast paths for the large analog-data replies: writing them (`format_numbers`) and reading
-them (`decode_values`, `parse_numbers`). No sockets, no threads: bytes in, values out.
+a fast writer for the large analog-data replies (`format_numbers`), and checks that turn a
+decoded data reply into exact values (`analog_values`, `events`). No sockets, no threads: bytes
+in, values out. Whatever a peer sends, decoding gives correct values or a ProtocolError naming
+the field (and, for a line that is not JSON, the offset in it).
 """
 from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,8 @@ from hil.errors import ProtocolError
 PORT = 1905
 CRLF = b"\r\n"
 CHUNK_SIZE = 40_000          # values per recording_get_channel_data request of the vendor client
+MAX_LINE_BYTES = 64 << 20    # longest line either side keeps (a 40 000-value chunk is ~1 MB)
+MAX_NESTING = 500            # error messages name where a line nests deeper than this
 
 #: Error codes of spec §6 and the `data` fields the vendor client reads for each (all strings,
 #: except `value`, `max_size` and `data`, which may be any JSON value).
@@ -111,49 +114,110 @@ def encode(message: dict[str, Any], line_end: bytes = CRLF) -> bytes:
 
 
 def decode(line: bytes | str, where: str = "") -> dict[str, Any]:
-    """Parse one line into a message object; anything else is a ProtocolError naming `where`."""
+    """Parse one line into a message object; anything else is a ProtocolError with field
+    "line", naming `where` and the offset in the line where parsing failed."""
     try:
         obj = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
-        shown = line[:80] if isinstance(line, str) else line[:80].decode("utf-8", "replace")
-        raise ProtocolError(f"Otii sent a line that is not JSON ({exc}): {shown!r}",
-                            where=where) from None
+    except ValueError as exc:                   # json.JSONDecodeError, UnicodeDecodeError
+        offset = getattr(exc, "pos", getattr(exc, "start", None))
+        raise ProtocolError(f"Otii sent a line that is not JSON at offset {offset} of the "
+                            f"line ({_reason(exc)}): {_shown(line)}", field="line",
+                            where=where, offset=offset) from None
+    except RecursionError:
+        offset = _nesting_offset(line)
+        raise ProtocolError(f"Otii sent a line nested more than {MAX_NESTING} deep at offset "
+                            f"{offset} of the line: {_shown(line)}", field="line", where=where,
+                            offset=offset) from None
     if not isinstance(obj, dict):
-        raise ProtocolError(f"Otii sent JSON that is not an object: {type(obj).__name__}",
-                            where=where)
+        raise ProtocolError(f"Otii sent JSON that is not an object: {json_type(obj)}",
+                            field="line", where=where, offset=0)
     return obj
 
 
+def _reason(exc: ValueError) -> str:
+    return exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+
+
+def _shown(line: bytes | str) -> str:
+    text = line[:80] if isinstance(line, str) else line[:80].decode("utf-8", "replace")
+    return repr(text) + (f" ... ({len(line)} long)" if len(line) > 80 else "")
+
+
+def _nesting_offset(line: bytes | str) -> int | None:
+    """Offset of the bracket that nests `line` more than MAX_NESTING deep (strings skipped)."""
+    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    depth, in_string, escaped = 0, False, False
+    for k, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return k
+        elif ch in "]}":
+            depth -= 1
+    return None
+
+
+@dataclass(frozen=True)
+class Oversized:
+    """In LineSplitter output: a line longer than its limit, dropped (`size` bytes without
+    its line end)."""
+
+    size: int
+
+
 class LineSplitter:
-    """Server-side framing: split on LF, strip one trailing CR, drop empty lines (spec §1)."""
+    """Server-side framing: split on LF, strip one trailing CR, drop empty lines (spec §1).
 
-    def __init__(self) -> None:
+    A line longer than `max_bytes` is not kept: its bytes are dropped as they come and, when
+    its end arrives, it comes out as `Oversized(size)` in its place, so the server answers it
+    once and in order.
+    """
+
+    def __init__(self, max_bytes: int = MAX_LINE_BYTES) -> None:
+        self.max_bytes = max_bytes
         self._buf = bytearray()
+        self._dropped = 0              # bytes of the current line dropped for its size
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[bytes | Oversized]:
         self._buf += data
-        if b"\n" not in data:
-            return []
-        *lines, rest = bytes(self._buf).split(b"\n")
-        self._buf = bytearray(rest)
-        out = []
-        for ln in lines:
-            if ln.endswith(b"\r"):
-                ln = ln[:-1]
-            if ln.strip():
-                out.append(ln)
+        out: list[bytes | Oversized] = []
+        if b"\n" in data:
+            *lines, rest = bytes(self._buf).split(b"\n")
+            self._buf = bytearray(rest)
+            for ln in lines:
+                if ln.endswith(b"\r"):
+                    ln = ln[:-1]
+                size, self._dropped = self._dropped + len(ln), 0
+                if size > self.max_bytes:
+                    out.append(Oversized(size))
+                elif ln.strip():
+                    out.append(ln)
+        if len(self._buf) > self.max_bytes:
+            self._dropped += len(self._buf)
+            self._buf.clear()
         return out
 
     @property
     def pending(self) -> int:
-        """Bytes received after the last complete line."""
+        """Bytes kept of the line not yet ended."""
         return len(self._buf)
 
 
 class CrlfSplitter:
-    """Client-side framing exactly like the vendor client: only CRLF ends a line."""
+    """Client-side framing exactly like the vendor client: only CRLF ends a line. A line
+    growing past `max_bytes` is a ProtocolError (the vendor client would keep reading)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = MAX_LINE_BYTES, where: str = "") -> None:
+        self.max_bytes, self.where = max_bytes, where
         self._buf = bytearray()
         self._scan = 0
 
@@ -161,9 +225,15 @@ class CrlfSplitter:
         self._buf += data
         out = []
         while (end := self._buf.find(CRLF, self._scan)) >= 0:
+            if end > self.max_bytes:
+                break
             out.append(bytes(self._buf[:end]))
             del self._buf[:end + 2]
             self._scan = 0
+        if len(self._buf) - (self._buf.endswith(b"\r")) > self.max_bytes:
+            raise ProtocolError(f"Otii sent a line longer than {self.max_bytes} bytes without "
+                                f"CRLF (offset {self.max_bytes} of the line)", field="line",
+                                where=self.where, offset=self.max_bytes)
         self._scan = max(0, len(self._buf) - 1)
         return out
 
@@ -237,9 +307,12 @@ def parse_request(line: bytes | str) -> Request:
     """A request line -> Request; a line that is not a JSON request raises RequestError."""
     try:
         msg = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
-        raise RequestError("Not able to parse request", parse_error=str(exc), data=text) from None
+        reason = (f"nested more than {MAX_NESTING} deep at offset {_nesting_offset(line)}"
+                  if isinstance(exc, RecursionError) else str(exc))
+        raise RequestError("Not able to parse request", parse_error=reason,
+                           data=text[:1000]) from None
     if not isinstance(msg, dict):
         raise RequestError("Not able to parse request", parse_error="not a JSON object",
                            data=msg)
@@ -346,87 +419,73 @@ def analog_reply(cmd: str, trans_id: Any, timestamp: float, interval: float, num
 
 
 # ------------------------------------------------------------------------------- bulk data: reading
-VALUES_KEY = b'"values":['
-#: Numbers read per step of the fast path (its temporaries stay small: no page faults).
-PARSE_BLOCK = 8192
-#: Longest number the fast path reads (longer ones go through json.loads).
-PARSE_MAX_WIDTH = 32
-#: Numbers of a block that may differ from its shapes and be read one by one.
-PARSE_STRAYS = 64
-_SHAPES_PER_BLOCK = 3
-_NUMBER = re.compile(rb"(-?)([0-9]+)(?:\.([0-9]+))?(?:[eE]([+-]?)([0-9]+))?")
-_EXACT_POW10 = 10.0 ** np.arange(23)            # every power of ten a double holds exactly
+def analog_values(data: Any, count: int, where: str = "") -> tuple[float, float, np.ndarray]:
+    """(timestamp of the first value, interval, values) of the `data` of an analog
+    `recording_get_channel_data` reply that must hold exactly `count` values.
 
-
-def decode_values(line: bytes, where: str = "") -> tuple[dict[str, Any], bytes | None]:
-    """A reply line parsed except for the `data.values` array: (message with that array
-    emptied, the text between its brackets) for `parse_numbers`. Lines without such an array
-    (errors, other commands, unusual spacing) come back whole: (message, None).
-
-    The cut is proven right, not assumed: the rest must parse as JSON with `data.values` == [].
+    The values must be finite JSON numbers (a bool, string, null, NaN or an integer beyond any
+    double is refused, never converted): the result is exactly json.loads' numbers as float64.
     """
-    i = line.rfind(VALUES_KEY)
-    j = line.rfind(b"]")
-    if i >= 0 and j >= i + len(VALUES_KEY):
-        head = line[:i + len(VALUES_KEY)] + line[j:]
-        try:
-            msg = json.loads(head)
-        except (ValueError, UnicodeDecodeError):
-            msg = None
-        if (isinstance(msg, dict) and isinstance(msg.get("data"), dict)
-                and msg["data"].get("values") == []):
-            return msg, line[i + len(VALUES_KEY):j]
-    return decode(line, where=where), None
-
-
-def parse_numbers(text: bytes, out: np.ndarray | None = None, *, field: str = "values",
-                  where: str = "") -> np.ndarray:
-    """The JSON numbers of `text`, the inside of a JSON array (`1,-2.5e-3,0`), as float64:
-    exactly what json.loads and float() make of them. Written into `out` when given (its size
-    must match). Anything but numbers (NaN and Infinity included) raises a ProtocolError
-    naming `field`.
-
-    Fast path, for numbers of one width (what the simulator and printf-style servers send):
-    a block of numbers becomes a byte matrix, one row per character position; the shape of one
-    number (sign, digits, point, exponent) is checked against every row at once and the values
-    computed from the digit rows. Each value is mantissa * 10**e, or mantissa / 10**-e, with an
-    integer mantissa below 2**53 and |e| <= 22: both are exact doubles, so the one rounding is
-    the correctly rounded result, as float() gives (Clinger's fast path). Numbers outside that
-    are read one by one; other text goes through json.loads.
-    """
-    values = _fixed_width_numbers(text, out)
-    if values is None:
-        values = _json_numbers(text, field, where)
-    if out is not None and values is not out:
-        if values.size != out.size:
-            raise ProtocolError(f"Otii sent {values.size} {field}, expected {out.size}",
-                                field=field, where=where)
-        out[...] = values
-        return out
-    return values
-
-
-def _json_numbers(text: bytes, field: str, where: str) -> np.ndarray:
-    """The exact, slow reading: json.loads, then every item must be a number."""
-    def no_constants(name: str) -> float:
-        raise ValueError(f"{name} is not a JSON number")
-
-    try:
-        items = json.loads(b"[" + bytes(text) + b"]", parse_constant=no_constants)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"Otii sent {field} that are not a JSON array of numbers ({exc}): "
-                            f"{bytes(text[:80])!r}", field=field, where=where) from None
-    return numbers_array(items, field, where)
+    if not isinstance(data, dict):
+        raise ProtocolError(f"analog data is {json_type(data)}, not an object", field="data",
+                            where=where)
+    kind = data.get("data_type", "analog")
+    if kind != "analog":
+        raise ProtocolError(f"data_type {kind!r}, expected 'analog'", field="data_type",
+                            where=where)
+    timestamp = finite_number(data, "timestamp", where)
+    interval = finite_number(data, "interval", where)
+    items = data.get("values")
+    if not isinstance(items, list):
+        raise ProtocolError(f"values is {json_type(items)}, not an array", field="values",
+                            where=where)
+    if len(items) != count:
+        raise ProtocolError(f"{len(items)} values, {count} asked for", field="values",
+                            where=where)
+    return timestamp, interval, numbers_array(items, "values", where)
 
 
 def numbers_array(items: list[Any], field: str = "values", where: str = "") -> np.ndarray:
-    """A decoded JSON list as float64; anything but finite numbers is a ProtocolError."""
+    """A decoded JSON list as float64; anything but finite numbers is a ProtocolError naming
+    `field` and the index of the first bad item."""
+    if set(map(type, items)) <= {float, int}:       # bool is no number: type() excludes it
+        try:
+            values = np.array(items, dtype=np.float64)
+        except OverflowError:                       # an integer beyond any double
+            values = None
+        if values is not None and np.isfinite(values).all():
+            return values
+    k, item = next((k, item) for k, item in enumerate(items) if _finite(item) is None)
+    shown = repr(item) if len(repr(item)) <= 40 else repr(item)[:37] + "..."
+    raise ProtocolError(f"{field}[{k}] is {json_type(item)} {shown}, not a finite number",
+                        field=field, where=where)
+
+
+def finite_number(data: dict[str, Any], key: str, where: str = "") -> float:
+    """data[key] as a float if it is a finite JSON number, else a ProtocolError naming `key`."""
+    value = _finite(data.get(key))
+    if value is None:
+        raise ProtocolError(f"{key} is {json_type(data.get(key))} {data.get(key)!r}, not a "
+                            f"finite number", field=key, where=where)
+    return value
+
+
+def events(data: Any, value: type = object, where: str = "") -> list[dict[str, Any]]:
+    """The `values` of a digital or log `recording_get_channel_data` reply: entries with a
+    finite `timestamp` and a `value` of type `value` (bool for i1/i2, str for rx)."""
+    items = data.get("values") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise ProtocolError(f"values is {json_type(items)}, not an array", field="values",
+                            where=where)
     for k, item in enumerate(items):
-        if _finite(item) is None:
-            shown = repr(item) if len(repr(item)) <= 40 else repr(item)[:37] + "..."
-            raise ProtocolError(f"Otii sent {field} with {json_type(item)} {shown} at index "
-                                f"{k}, not a finite number", field=field, where=where)
-    return np.array(items, dtype=np.float64)
+        if not isinstance(item, dict) or not isinstance(item.get("value"), value):
+            got = json_type(item.get("value")) if isinstance(item, dict) else json_type(item)
+            raise ProtocolError(f"values[{k}] has no {value.__name__} value ({got})",
+                                field="values", where=where)
+        if _finite(item.get("timestamp")) is None:
+            raise ProtocolError(f"values[{k}] has timestamp {item.get('timestamp')!r}, not a "
+                                f"finite number", field="values", where=where)
+    return items
 
 
 def _finite(item: Any) -> float | None:
@@ -438,127 +497,3 @@ def _finite(item: Any) -> float | None:
     except OverflowError:                       # an integer beyond any double
         return None
     return value if math.isfinite(value) else None
-
-
-def _fixed_width_numbers(text: bytes, out: np.ndarray | None) -> np.ndarray | None:
-    """The fast path of `parse_numbers`, or None when `text` is not for it."""
-    n = len(text)
-    if n == 0:
-        return np.zeros(0)
-    w = text.find(b",")
-    w = n if w < 0 else w
-    if not 1 <= w <= PARSE_MAX_WIDTH or (n + 1) % (w + 1):
-        return None
-    count = (n + 1) // (w + 1)
-    if out is not None and out.size != count:
-        return None                                  # the caller reports the count
-    b = np.frombuffer(text, dtype=np.uint8)
-    if count > 1 and not np.all(b[w::w + 1] == 44):  # a comma after every number
-        return None
-    rows = np.lib.stride_tricks.as_strided(b, shape=(w, count), strides=(1, w + 1),
-                                           writeable=False)
-    values = np.empty(count) if out is None else out
-    for i in range(0, count, PARSE_BLOCK):
-        block = np.ascontiguousarray(rows[:, i:i + PARSE_BLOCK])
-        size = block.shape[1]
-        pending: np.ndarray | None = None           # rows still to read; None: all of them
-        for _ in range(_SHAPES_PER_BLOCK):
-            # the shape: of the middle number (first and last are likelier to be odd ones)
-            k = i + (size // 2 if pending is None else int(pending[pending.size // 2]))
-            shaped = _shaped_numbers(block, text[k * (w + 1):k * (w + 1) + w])
-            if shaped is None:
-                break
-            got, ok = shaped
-            if pending is None:                     # all at once; misfits are read again
-                values[i:i + size] = got
-                pending = np.flatnonzero(~ok)
-                block = block[:, pending]
-            else:
-                values[i + pending] = got
-                pending, block = pending[~ok], block[:, ~ok]
-            if pending.size <= PARSE_STRAYS // 4:
-                break
-        if pending is None or pending.size > PARSE_STRAYS:
-            return None
-        for k in (i + pending).tolist():             # strays: one by one, exactly
-            number = _one_number(text[k * (w + 1):k * (w + 1) + w])
-            if number is None:
-                return None
-            values[k] = number
-    return values
-
-
-def _one_number(token: bytes) -> float | None:
-    try:
-        item = json.loads(token, parse_constant=lambda name: None)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return _finite(item)
-
-
-def _shaped_numbers(chars: np.ndarray, token: bytes) -> tuple[np.ndarray, np.ndarray] | None:
-    """(values, ok) for the numbers in the columns of `chars` (a row per character position),
-    ok where a number has the shape of `token` (its sign may differ) and the fast path's exact
-    range. None when `token` is no JSON number or has more digits than the fast path takes."""
-    shape = _NUMBER.fullmatch(token)
-    if shape is None:
-        return None
-    minus, whole, frac, exp_sign, exp = shape.groups()
-    width, m = chars.shape
-    ints = len(minus) + len(whole)                   # rows of sign and integer digits
-    fracs = -1 if frac is None else len(frac)
-    digits = ints + max(fracs, 0)
-    if digits > 18 or (exp is not None and len(exp) > 4):
-        return None
-    d = chars - np.uint8(48)                         # digit values (other bytes wrap past 9)
-    neg = chars[0] == 45
-    ok = (d[1:ints] < 10).all(axis=0)
-    if ints >= 2:          # a minus sign takes the place of the first digit
-        ok &= neg | (d[0] < 10)
-        # JSON: an integer part of several digits does not start with 0
-        ok &= ~((d[0] == 0) | (neg & (d[1] == 0) & (ints > 2)))
-    else:
-        ok &= d[0] < 10
-    mantissa = d[0].astype(np.int64)
-    mantissa[neg] = 0
-    for r in range(1, ints):
-        mantissa *= 10
-        mantissa += d[r]
-    row = ints
-    if fracs >= 0:
-        ok &= chars[row] == 46
-        ok &= (d[row + 1:row + 1 + fracs] < 10).all(axis=0)
-        for r in range(row + 1, row + 1 + fracs):
-            mantissa *= 10
-            mantissa += d[r]
-        row += 1 + fracs
-    scale = np.full(m, -max(fracs, 0), dtype=np.int64)
-    if exp is not None:
-        ok &= (chars[row] | 32) == 101                # e or E
-        row += 1
-        exp_neg = None
-        if exp_sign:
-            exp_neg = chars[row] == 45
-            ok &= exp_neg | (chars[row] == 43)
-            row += 1
-        ok &= (d[row:row + len(exp)] < 10).all(axis=0)
-        power = d[row].astype(np.int64)
-        for r in range(row + 1, row + len(exp)):
-            power *= 10
-            power += d[r]
-        if exp_neg is not None:
-            np.negative(power, out=power, where=exp_neg)
-        scale += power
-        row += len(exp)
-    if row != width:
-        return None
-    ok &= (scale >= -22) & (scale <= 22)
-    if digits > 15:
-        ok &= mantissa < 1 << 53
-    np.clip(scale, -22, 22, out=scale)
-    values = mantissa * _EXACT_POW10[np.maximum(scale, 0)]
-    values /= _EXACT_POW10[np.maximum(-scale, 0)]
-    np.negative(values, out=values, where=neg)
-    if fracs < 0 and exp is None:                    # json reads an integer: -0 is 0
-        values[neg & (mantissa == 0)] = 0.0
-    return values, ok

@@ -122,7 +122,7 @@ class SimDevice:
     uart: bool = False
     baudrate: int = DUT_BAUDRATE
     connected: bool = True
-    unplugged_at: float | None = None
+    unplugs: list[float] = field(default_factory=list)      # clock times it was unplugged
     trips: int = 0
     settings: dict[str, Any] = field(default_factory=dict)   # validate-and-store values
     supply: Timeline = field(default_factory=lambda: Timeline(0.0, 0.0))
@@ -156,7 +156,12 @@ class SimDevice:
         """The USB cable is pulled: output off, data ends, commands fail."""
         self.check_overcurrent(now)
         self.connected = False
-        self.unplugged_at = now
+        self.unplugs.append(now)
+        self._apply(now)
+
+    def plug(self, now: float) -> None:
+        """The USB cable is back: the device is listed again, its main output off."""
+        self.connected, self.main = True, False
         self._apply(now)
 
     def current(self, t: np.ndarray) -> np.ndarray:
@@ -310,8 +315,9 @@ class Recording:
     def end(self, track: Track, now: float) -> float:
         """Clock time where this track's data ends (now while running)."""
         end = now if self.stop is None else self.stop
-        if track.device.unplugged_at is not None:
-            end = min(end, track.device.unplugged_at)
+        unplugged = [t for t in track.device.unplugs if t >= self.start]
+        if unplugged:
+            end = min(end, unplugged[0])
         return max(end, self.start)
 
     def tau(self, t: float) -> float:

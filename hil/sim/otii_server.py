@@ -6,6 +6,9 @@ and never anything unsolicited after the greeting. Every request is kept in `req
 can assert the exact command sequence, and `faults` break the protocol on purpose so tests can
 prove that clients (and test suites) notice.
 
+Like a real Otii application it starts logged out: `otii_login` with one of `accounts` logs in
+(licenses cannot be listed, reserved or returned before); `logged_in=True` starts logged in.
+
 The first device is wired to a VirtualDut: main output -> its supply, GPO -> its inputs, GPI <- its
 outputs, UART rx <- its console lines, UART tx -> its console input. `hil sim otii` runs one
 standalone (with its own DUT, optionally serving that DUT's console too).
@@ -13,12 +16,14 @@ standalone (with its own DUT, optionally serving that DUT's console too).
 from __future__ import annotations
 
 import argparse
+import json
 import socket
 import sys
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hil import clock
@@ -30,6 +35,8 @@ from hil.sim.otii_device import DeviceInfo, SimDevice, wire_dut
 TICK_S = 0.05                 # over-current checks and sample generation between requests
 MAX_REQUEST_BYTES = 4 << 20   # a longer line is answered with `Request too large`
 GARBAGE = b"<html><body>502 Bad Gateway</body></html>"
+#: The account a simulator accepts unless given others (username -> password).
+SIM_ACCOUNTS = {"hil": "hil-sim"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +55,7 @@ class LoggedRequest:
 @dataclass
 class Faults:
     """Protocol faults to inject. Queued faults apply once, to the next request whose command
-    matches (None matches any); flags stay on until cleared."""
+    matches (None matches any); flags and delays stay on until `OtiiServer.clear_faults()`."""
 
     lf_only: bool = False                     # end replies with LF only (client never sees them)
     numeric_trans_id: bool = False            # echo "7" as 7 (client: "Transaction id mismatch")
@@ -76,7 +83,8 @@ class OtiiServer:
 
     def __init__(self, dut: Any = None, *, host: str = "127.0.0.1", port: int = 0,
                  speed: float = 1.0, seed: int = 1, devices: Iterable[DeviceInfo] | None = None,
-                 otii_version: str = "3.6.0") -> None:
+                 otii_version: str = "3.6.0", accounts: dict[str, str] | None = None,
+                 logged_in: bool = False) -> None:
         if speed <= 0:
             raise SimulatorError(f"Otii simulator speed must be positive, got {speed}")
         infos = [DeviceInfo()] if devices is None else list(devices)
@@ -84,7 +92,9 @@ class OtiiServer:
         if dut is not None and sims:
             sims[0].wiring = wire_dut(dut)
         self.dut = dut
-        self.state = OtiiState(devices=sims, speed=speed, seed=seed, otii_version=otii_version)
+        self.state = OtiiState(devices=sims, speed=speed, seed=seed, otii_version=otii_version,
+                               accounts=dict(SIM_ACCOUNTS if accounts is None else accounts),
+                               logged_in=logged_in)
         self.lock = threading.RLock()
         self.faults = Faults()
         self.requests: list[LoggedRequest] = []
@@ -118,11 +128,37 @@ class OtiiServer:
         """The first device (the one wired to the DUT)."""
         return self.state.devices[0]
 
+    def write_credentials(self, path: str | Path) -> Path:
+        """Write the first account as the vendor client's credentials file (JSON with username
+        and password) to `path`, for clients that log in with `licensing = "auto"`."""
+        if not self.state.accounts:
+            raise SimulatorError("this Otii simulator has no account to write credentials for")
+        username, password = next(iter(self.state.accounts.items()))
+        path = Path(path)
+        path.write_text(json.dumps({"username": username, "password": password}))
+        return path
+
     # ----------------------------------------------------------------- fault injection
     def inject_error(self, code: str, cmd: str | None = None, **fields: Any) -> None:
         """Answer the next request (for `cmd`) with error `code`, fields filled per spec §6."""
         with self.lock:
             self.faults.errors.append((cmd, code, fields))
+
+    def delay(self, cmd: str, seconds: float) -> None:
+        """Answer every `cmd` `seconds` late (the command runs then, even if the client has
+        given up and gone); 0 ends the delay."""
+        with self.lock:
+            if seconds > 0:
+                self.faults.delays[cmd] = seconds
+            else:
+                self.faults.delays.pop(cmd, None)
+
+    def clear_faults(self) -> None:
+        """Switch every injected fault off (flags, delays, queued faults, refusing
+        connections); devices unplugged stay so until `plug()`."""
+        with self.lock:
+            self.faults = Faults()
+            self.deny = None
 
     def drop_connection(self, cmd: str | None = None) -> None:
         """Close client connections: now (cmd None and nothing pending) or at the next `cmd`."""
@@ -157,6 +193,16 @@ class OtiiServer:
             if device_id in (None, dev.info.device_id) and dev.connected:
                 dev.unplug(clock.now())
                 return
+
+    def plug(self, device_id: str | None = None) -> None:
+        """Plug an unplugged device back in (the first unplugged one when `device_id` is None):
+        listed and usable again, main output off, settings kept. Recordings made while it was
+        out keep their data ending at the unplug."""
+        with self.lock:
+            for dev in self.state.devices:
+                if device_id in (None, dev.info.device_id) and not dev.connected:
+                    dev.plug(clock.now())
+                    return
 
     def push_information(self, info: str = "recording_stopped") -> None:
         """Misbehave: push an unsolicited `information` message to every client (spec §4.2
@@ -227,20 +273,16 @@ class OtiiServer:
                 _send(sock, oj.encode(oj.denied(self.deny)))
                 return
             _send(sock, oj.encode(oj.greeting(self.state.otii_version), self._line_end()))
-            splitter = oj.LineSplitter()
+            splitter = oj.LineSplitter(MAX_REQUEST_BYTES)
             while not self._closed.is_set():
                 data = sock.recv(1 << 16)
                 if not data:
                     return
                 for line in splitter.feed(data):
-                    if not self._handle(sock, cid, line):
+                    ok = (self._too_large(sock, cid, line.size) if isinstance(line, oj.Oversized)
+                          else self._handle(sock, cid, line))
+                    if not ok:
                         return
-                if splitter.pending > MAX_REQUEST_BYTES:
-                    size = splitter.pending
-                    splitter = oj.LineSplitter()
-                    _send(sock, oj.encode(oj.error("Request too large", "", "",
-                                                   read_size=str(size),
-                                                   max_size=MAX_REQUEST_BYTES)))
         except OSError:
             pass
         except Exception as exc:              # a simulator bug: drop this client, keep serving
@@ -249,6 +291,12 @@ class OtiiServer:
             with self.lock:
                 self._clients.pop(cid, None)
             _close(sock)
+
+    def _too_large(self, sock: socket.socket, cid: int, size: int) -> bool:
+        """Answer a request line longer than MAX_REQUEST_BYTES (its trans_id is unknown)."""
+        self._log(cid, oj.Request("", has_trans_id=False), "error", "Request too large")
+        return _send(sock, oj.encode(oj.error("Request too large", "", "", read_size=str(size),
+                                              max_size=MAX_REQUEST_BYTES), self._line_end()))
 
     def _handle(self, sock: socket.socket, cid: int, line: bytes) -> bool:
         """Answer one request line; False when the connection is to be closed."""
@@ -355,6 +403,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="time scale: recordings and the DUT run this many times faster")
     p.add_argument("--seed", type=int, default=1, help="seed of the DUT and measurement noise")
     p.add_argument("--device-type", choices=("Arc", "Ace"), default="Arc")
+    p.add_argument("--account", action="append", metavar="USER:PASSWORD",
+                   help="an account otii_login accepts (repeatable; default "
+                        f"{':'.join(next(iter(SIM_ACCOUNTS.items())))})")
+    p.add_argument("--logged-in", action="store_true",
+                   help="start logged in (a real Otii application starts logged out)")
     console = p.add_mutually_exclusive_group()
     console.add_argument("--console-port", type=int, metavar="N",
                          help="also serve the DUT console on this TCP port")
@@ -372,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.speed <= 0:
         _parser().error("--speed must be positive")
+    if any(":" not in a for a in args.account or ()):
+        _parser().error("--account takes USER:PASSWORD")
+    accounts = dict(a.split(":", 1) for a in args.account) if args.account else None
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda s, f: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -381,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
         info = DeviceInfo(device_id=f"{args.device_type}12345678912345678912345678900001",
                           name=f"{args.device_type}-SIM", type=args.device_type)
         server = OtiiServer(dut, host=args.host, port=args.port, speed=args.speed,
-                            seed=args.seed, devices=[info])
+                            seed=args.seed, devices=[info], accounts=accounts,
+                            logged_in=args.logged_in)
         services.append(server)
         print(f"otii: {server.host}:{server.port}", flush=True)
         if args.console_port is not None or args.console_pty:
@@ -392,7 +449,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 services.append(dut_server.serve_tcp(dut, args.host, args.console_port))
                 print(f"console: {services[-1].host}:{services[-1].port}", flush=True)
-        print("Otii simulator running; Ctrl-C to stop", file=sys.stderr, flush=True)
+        login = ("logged in" if args.logged_in else
+                 f"logged out; accounts: {', '.join(server.state.accounts or {})}")
+        print(f"Otii simulator running ({login}); Ctrl-C to stop", file=sys.stderr, flush=True)
         while not stop.wait(0.5):
             pass
         return 0

@@ -25,6 +25,10 @@ MAX_CURRENT_RANGE = (0.001, 5.0)
 EXP_VOLTAGE_RANGE = (1.2, 5.0)
 BAUD_RANGE = (110, 4_000_000)
 
+#: Commands a server refuses with `Not logged in` until `otii_login` succeeds.
+NEEDS_LOGIN = frozenset({"otii_get_licenses", "otii_reserve_license", "otii_return_license",
+                         "otii_has_license"})
+
 #: Commands that servers older than the given version answer with `Invalid command` (spec §6).
 INTRODUCED = {"otii_is_logged_in": (3, 5, 5), "otii_has_license": (3, 5, 5),
               "recording_is_running": (3, 3, 0), "project_create_user_log": (3, 6, 0),
@@ -113,8 +117,8 @@ class OtiiState:
     speed: float = 1.0
     seed: int = 1
     otii_version: str = "3.6.0"
-    logged_in: bool = True
-    username: str = "sim-user"
+    logged_in: bool = False
+    username: str = "sim-user"                  # who is logged in (when logged_in)
     accounts: dict[str, str] | None = None     # username -> password; None accepts anyone
     licenses: list[dict[str, Any]] = field(default_factory=lambda: [
         {"id": 1, "type": "Automation", "available": True, "reserved_to": "", "hostname": "",
@@ -194,6 +198,8 @@ class OtiiState:
         """Why this server would refuse `cmd` before looking at its data, if it would."""
         if cmd not in COMMANDS or _version(self.otii_version) < INTRODUCED.get(cmd, (0,)):
             return RequestError("Invalid command")
+        if cmd in NEEDS_LOGIN and not self.logged_in:
+            return RequestError("Not logged in")
         if self.strict_license and cmd.split("_")[0] in ("arc", "project", "recording",
                                                          "battery") \
                 and not self.has_license("Automation"):
