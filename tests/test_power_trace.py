@@ -11,13 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hil.errors import ValidationError
-from hil.instruments import power_trace as pt
-from hil.instruments.power_trace import (BatteryLife, PowerTrace, format_si, order_statistics,
-                                        si_scale)
-from hil.instruments import pulses as pulses_module
-from hil.instruments.pulses import Pulse, Pulses, edges, runs_above, sparse_flatnonzero
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from hil.instruments.power_trace import BatteryLife, PowerTrace, format_si, si_scale
+from hil.instruments.pulses import Pulse, Pulses, edges
 
 
 def uniform(n: int, rate: float = 1000.0) -> np.ndarray:
@@ -174,156 +169,69 @@ def _kinds(n: int) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("kind", list(_kinds(8)))
-def test_bracketing_selection_is_exact(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
-    """The large-trace percentile path, forced onto a small trace, equals a full sort."""
-    monkeypatch.setattr(pt, "PARTITION_BELOW", 100)
-    monkeypatch.setattr(pt, "QUANTILE_SAMPLE", 512)
-    monkeypatch.setattr(pt, "CHUNK", 1000)
+def test_percentiles_equal_numpy_whatever_the_values(kind: str) -> None:
     a = _kinds(20_011)[kind]
-    ranks = np.array([0, 1, 2000, 10_005, 10_006, 18_000, 19_809, 19_810, 20_010])
-    assert np.array_equal(order_statistics(a, ranks), np.sort(a)[ranks])
     trace = PowerTrace(uniform(a.size), a, 1.0)
-    assert np.allclose(trace.percentile([0, 50, 90, 99, 100]),
-                       np.percentile(a, [0, 50, 90, 99, 100]), rtol=1e-12, atol=0)
+    qs = [0, 0.01, 10, 50, 90, 99, 99.99, 100]
+    assert np.array_equal(trace.percentile(qs), np.percentile(a, qs))
 
 
 def test_percentiles_of_a_large_trace_equal_numpy() -> None:
-    current = _kinds(pt.PARTITION_BELOW + 1001)["sleep_and_tx"]
+    current = _kinds(1_001_001)["sleep_and_tx"]
     trace = PowerTrace(uniform(current.size, 1e5), current, 3.3)
     qs = [0.1, 50, 90, 99, 99.99]
     assert np.array_equal(trace.percentile(qs), np.percentile(current, qs))
 
 
-def test_bracketing_selection_falls_back_when_the_sample_misleads(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pt, "PARTITION_BELOW", 100)
-    monkeypatch.setattr(pt, "_brackets", lambda a, ranks, *_: [(0.0, 0.1, np.arange(ranks.size))])
-    a = np.random.default_rng(5).random(5000)
-    ranks = np.array([2500, 4990])
-    assert np.array_equal(order_statistics(a, ranks), np.sort(a)[ranks])
-
-
-def test_a_bracket_that_missed_gets_a_second_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first, narrow brackets miss (forced); the second pass, twice as wide, finds them."""
-    monkeypatch.setattr(pt, "PARTITION_BELOW", 100)
-    a = np.random.default_rng(6).random(5000)
-    ranks = np.array([10, 2500, 2501, 4990])
-    real = pt._brackets
-    calls: list[float] = []
-
-    def first_misses(a: np.ndarray, ranks: np.ndarray, sigmas: float) -> list:
-        calls.append(sigmas)
-        if len(calls) == 1:
-            return [(0.0, 1e-9, np.arange(ranks.size))]
-        return real(a, ranks, sigmas)
-    monkeypatch.setattr(pt, "_brackets", first_misses)
-    assert np.array_equal(order_statistics(a, ranks), np.sort(a)[ranks])
-    assert calls == [pt.QUANTILE_SIGMAS, 2 * pt.QUANTILE_SIGMAS]
-
-
-def _exact(a: np.ndarray, ranks: np.ndarray) -> bool:
-    got, want = order_statistics(a, ranks), np.sort(a)[ranks]
-    return bool(np.array_equal(got, want))
-
-
-@pytest.mark.parametrize("kind", ["below_float32", "signed", "signed_zeros", "huge", "tiny",
-                                  "beyond_float32", "integers", "one_ulp_apart"])
-def test_selection_is_exact_whatever_float32_makes_of_the_values(
-        monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
-    """The pass compares float32 keys when that is exact for the brackets, float64 otherwise;
-    either way the result is np.sort's."""
-    monkeypatch.setattr(pt, "PARTITION_BELOW", 100)
-    monkeypatch.setattr(pt, "QUANTILE_SAMPLE", 1024)
-    monkeypatch.setattr(pt, "CHUNK", 4096)
-    rng = np.random.default_rng(8)
-    n = 30_011
-    a = {
-        "below_float32": 1.0 + rng.normal(0, 1e-12, n),       # spread float32 cannot see
-        "signed": rng.normal(0, 1e-3, n),
-        "signed_zeros": np.where(rng.random(n) < 0.5, -0.0, 0.0) * rng.integers(0, 2, n),
-        "huge": rng.normal(0, 1, n) * 1e300,
-        "tiny": rng.normal(0, 1, n) * 1e-300,
-        "beyond_float32": np.concatenate((rng.normal(0, 1, n - 5000), np.full(5000, 1e39))),
-        "integers": rng.integers(-5, 5, n).astype(float),
-        "one_ulp_apart": np.nextafter(0.1, 1.0) * np.ones(n) - rng.integers(0, 2, n) * 1e-17,
-    }[kind]
-    ranks = np.array([0, 1, 300, 15_005, 15_006, 27_000, 29_709, 29_710, n - 1])
-    assert _exact(a, ranks)
-
-
-def test_float32_bounds_only_when_they_are_exact_enough() -> None:
-    lo, hi = np.array([-np.inf, 1e-3, 0.5]), np.array([1e-6, 2e-3, np.inf])
-    bounds = pt._float32_bounds(lo, hi)
-    assert bounds is not None
-    lo32, hi32 = bounds
-    assert lo32.dtype == hi32.dtype == np.float32
-    assert np.all(lo32.astype(float) <= lo) and np.all(hi32.astype(float) >= hi)
-    for lo, hi in ([1.0], [1.0 + 1e-12]), ([1e-50], [1e-49]), ([1e39], [2e39]), \
-                  ([1.0, 1.0 + 1e-9], [1.0 + 1e-10, 2.0]):
-        assert pt._float32_bounds(np.array(lo), np.array(hi)) is None, (lo, hi)
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.booleans(), max_size=200), st.integers(0, 7))
-def test_sparse_flatnonzero_is_flatnonzero(bits: list[bool], pad: int) -> None:
-    mask = np.array(bits + [False] * (-len(bits) % 8), dtype=bool)
-    assert np.array_equal(sparse_flatnonzero(mask), np.flatnonzero(mask))
+def test_percentile_keeps_the_shape_of_q() -> None:
+    trace = PowerTrace(uniform(11), np.arange(11.0), 1.0)
+    assert trace.percentile([[10, 20], [30, 40]]).tolist() == [[1.0, 2.0], [3.0, 4.0]]
 
 
 # ------------------------------------------------------------------ pulses
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.sampled_from([0.0, 1.0, 2.0]), min_size=1, max_size=120),
-       st.integers(1, 40))
-def test_runs_above_is_edges_of_the_mask(values: list[float], chunk: int) -> None:
-    v = np.array(values)
-    old = pulses_module.RUN_CHUNK
-    pulses_module.RUN_CHUNK = chunk                  # runs cross chunk boundaries
-    try:
-        got = runs_above(v, 0.5)
-    finally:
-        pulses_module.RUN_CHUNK = old
-    want = edges(v > 0.5)
-    assert all(np.array_equal(g, w) for g, w in zip(got, want))
+@given(st.lists(st.booleans(), max_size=120))
+def test_edges_are_the_runs_of_true(bits: list[bool]) -> None:
+    runs, k = [], 0
+    while k < len(bits):
+        if bits[k]:
+            s = k
+            while k < len(bits) and bits[k]:
+                k += 1
+            runs.append((s, k))
+        else:
+            k += 1
+    start, end = edges(np.array(bits, dtype=bool))
+    assert list(zip(start.tolist(), end.tolist())) == runs
 
 
-@pytest.mark.parametrize("mode", ["rows", "slices", "take", "all"])
-def test_pulses_are_the_same_however_runs_are_packed(monkeypatch: pytest.MonkeyPatch,
-                                                    mode: str) -> None:
+@pytest.mark.parametrize("busy", [False, True])
+def test_pulses_of_a_long_varied_trace_match_the_reference(busy: bool) -> None:
+    """Pulses of varying length, one running to the very end, a voltage array; `busy`: the
+    current is above the threshold most of the time."""
     rng = np.random.default_rng(4)
     n = 50_000
     current = np.where((np.arange(n) % 700) < 90, 38e-3, 3e-3) + rng.normal(0, 1e-4, n)
     current[(np.arange(n) % 5000) < 4] = 50e-3       # short pulses too, and lengths vary
     current[-30:] = 40e-3                            # a pulse to the very end
-    volts = np.linspace(3.3, 3.0, n)
     threshold = 10e-3
-    reference = PowerTrace(uniform(n), current, volts).pulses(threshold)
-    if mode == "rows":
-        assert pulses_module._Runs(n, reference.start_index, reference.end_index).rows
-    elif mode == "slices":
-        monkeypatch.setattr(pulses_module, "PADDED_ROWS", 0.0)
-    elif mode == "take":
-        monkeypatch.setattr(pulses_module, "PADDED_ROWS", 0.0)
-        monkeypatch.setattr(pulses_module, "SLICED_RUNS", 10**9)
-    else:                                            # above threshold most of the time
+    if busy:
         threshold = 2e-3
-        current = current.copy()
         current[(np.arange(n) % 700) >= 650] = 1e-3
-        reference = None
-        assert not pulses_module._Runs(n, *runs_above(current, threshold)).packed
+    volts = np.linspace(3.3, 3.0, n)
     trace = PowerTrace(uniform(n), current, volts)
     got = trace.pulses(threshold)
-    if reference is not None:
-        for column in ("starts", "ends", "peaks", "charges", "energies", "start_index"):
-            assert np.array_equal(getattr(got, column), getattr(reference, column)), column
-    expected = reference_pulses(trace.time[:3000], trace.current[:3000], threshold)
-    first = [p for p in got if p.end <= trace.time[2998]]
-    assert len(first) >= 3
-    assert np.allclose([(p.start, p.end, p.peak, p.charge) for p in first],
-                       expected[:len(first)], rtol=1e-9)
-
-
+    expected = reference_pulses(trace.time, trace.current, threshold)
+    assert len(got) == len(expected) > 60
+    assert np.allclose(list(zip(got.starts, got.ends, got.peaks, got.charges)), expected,
+                       rtol=1e-9)
+    runs = zip(got.start_index, got.end_index)
+    weights = np.full(n, 1e-3)
+    weights[[0, -1]] = 0.5e-3
+    assert np.allclose(got.energies, [np.sum((current * volts * weights)[s:e]) for s, e in runs],
+                       rtol=1e-9)
 
 
 def test_square_wave_pulses_count_width_and_charge() -> None:
@@ -381,6 +289,18 @@ def test_a_trace_entirely_above_threshold_is_one_pulse() -> None:
     (pulse,) = trace.pulses(1.0)
     assert pulse.start == 0.0 and pulse.end == 0.01 and pulse.charge == pytest.approx(0.03)
     assert pulse.energy == pytest.approx(trace.energy())
+
+
+@pytest.mark.parametrize("threshold, min_width, message", [
+    (float("nan"), 0.0, "threshold must be a finite current"),
+    (float("inf"), 0.0, "threshold must be a finite current"),
+    (1.0, float("nan"), "min_width must be >= 0 s"),
+    (1.0, -1e-3, "min_width must be >= 0 s"),
+])
+def test_pulses_reject_a_threshold_or_width_that_would_find_nothing_silently(
+        threshold: float, min_width: float, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        PowerTrace(uniform(1000), square_wave(), 3.3).pulses(threshold, min_width=min_width)
 
 
 def test_pulse_energy_with_a_voltage_array() -> None:
@@ -523,57 +443,7 @@ def test_battery_life_rejects_nonsense(args: tuple[float, ...]) -> None:
         PowerTrace(uniform(10), np.ones(10), 3.0).battery_life(*args)
 
 
-# ------------------------------------------------------------------ CSV and plot
-
-
-def test_csv_round_trip(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pt, "CSV_CHUNK", 64)           # several chunks plus a ragged tail
-    rng = np.random.default_rng(2)
-    t = uniform(1000, rate=1e5) + 12.5
-    current, volts = rng.lognormal(-8, 2, 1000), 3.3 - rng.random(1000) * 0.01
-    path = PowerTrace(t, current, volts).to_csv(tmp_path / "trace.csv")
-    assert path.read_text().splitlines()[0] == "time_s,current_a,voltage_v"
-    back = np.loadtxt(path, delimiter=",", skiprows=1)
-    assert back.shape == (1000, 3)
-    assert np.allclose(back[:, 0], t, rtol=1e-11, atol=0)
-    assert np.allclose(back[:, 1], current, rtol=1e-8, atol=0)
-    assert np.allclose(back[:, 2], volts, rtol=1e-8, atol=0)
-
-
-def test_csv_of_a_constant_voltage_window(tmp_path) -> None:
-    trace = PowerTrace(uniform(100), np.ones(100), 3.3)
-    back = np.loadtxt(trace.window(0.01, 0.02).to_csv(tmp_path / "w.csv"), delimiter=",",
-                      skiprows=1)
-    assert back.shape == (11, 3) and np.all(back[:, 2] == 3.3)
-
-
-def _check_png(path) -> None:
-    data = path.read_bytes()
-    assert data[:8] == PNG_SIGNATURE
-    assert 10_000 < len(data) < 2_000_000
-
-
-def test_plot_writes_a_png_with_marks(tmp_path) -> None:
-    t0 = 1000.0
-    current = square_wave(20_000, period=1000, width=100, high=38e-3, low=4e-6)
-    trace = PowerTrace(uniform(20_000, 10_000), current, 3.3, t0=t0, marks={"boot": t0 + 0.1})
-    path = trace.plot(tmp_path / "p.png", marks={"tx": Mark(t0 + 1.0), "far": t0 + 99})
-    _check_png(path)
-    _check_png(trace.plot(tmp_path / "log.png", log=True, title="sleep vs tx"))
-
-
-def test_plot_log_scale_survives_zero_current_and_large_traces(tmp_path) -> None:
-    current = np.zeros(300_001)
-    current[1000:1100] = 0.1
-    _check_png(PowerTrace(uniform(current.size, 1e5), current, 3.3).plot(tmp_path / "z.png",
-                                                                         log=True))
-
-
-def test_plot_envelope_keeps_one_sample_spikes() -> None:
-    y = np.zeros(1_000_003)
-    y[123_457] = 5.0
-    t, low, high = pt._envelope(np.arange(y.size, dtype=float), y, 1000)
-    assert high.max() == 5.0 and low.max() == 0.0 and t.size == low.size == high.size <= 1001
+# ------------------------------------------------------------------ formatting
 
 
 def test_si_formatting() -> None:

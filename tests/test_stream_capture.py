@@ -1,4 +1,5 @@
-"""StreamCapture: access, sample times, rates, packet statistics, selection, CSV and plots."""
+"""StreamCapture: access, sample times, rates, packet statistics, selection (files and plots:
+test_report_files.py)."""
 from __future__ import annotations
 
 import json
@@ -78,7 +79,8 @@ def test_signal_times_with_uneven_packets():
 @given(rate=st.floats(1.0, 20_000.0), block=st.integers(1, 64), n=st.integers(2, 200))
 def test_measured_rate_is_exact_for_a_perfect_stream(rate, block, n):
     capture = synthetic(n_packets=n, rate=rate, block=block, channels=("a",))
-    assert capture.measured_rate("eeg") == pytest.approx(rate, rel=1e-9)
+    # exact up to the rounding of timestamps near t0 = 1000 s (about 1e-13 s each)
+    assert capture.measured_rate("eeg") == pytest.approx(rate, rel=1e-6)
 
 
 def test_measured_rate_counts_lost_samples():
@@ -213,71 +215,3 @@ def test_concat_refuses_different_signals():
         synthetic(channels=("a",)).concat(synthetic(channels=("b",)))
     with pytest.raises(ValueError, match="signals"):
         synthetic().concat(StreamCapture("eeg", {}, [], [], []))
-
-
-# ------------------------------------------------------------------ files
-def _assert_same(a: StreamCapture, b: StreamCapture) -> None:
-    assert (a.source, a.lost_packets) == (b.source, b.lost_packets)
-    assert list(a.signals) == list(b.signals)
-    np.testing.assert_array_equal(a.packet_numbers, b.packet_numbers)
-    np.testing.assert_array_equal(a.timestamps, b.timestamps)
-    np.testing.assert_array_equal(a.arrival, b.arrival)
-    for key, s in a.signals.items():
-        t = b.signals[key]
-        assert (s.name, s.rate, s.channels, s.block_size, s.unit) == \
-            (t.name, t.rate, t.channels, t.block_size, t.unit)
-        assert s.samples.dtype == t.samples.dtype
-        np.testing.assert_array_equal(s.samples, t.samples)
-        assert (s.packet_index is None) == (t.packet_index is None)
-        np.testing.assert_array_equal(s.packet_indices(), t.packet_indices())
-
-
-def test_csv_round_trip(tmp_path):
-    acc = SignalData("acc", 100.0, ["x, left", "y"], np.arange(6, dtype=np.float32).reshape(2, 3),
-                     packet_index=[0, 0, 2])   # packet 1 and the rest carry no acc
-    capture = synthetic(n_packets=4, block=2, extra={"acc": acc})
-    capture.lost_packets = 3
-    path = capture.to_csv(tmp_path / "sub" / "capture.csv")
-    _assert_same(capture, StreamCapture.from_csv(path))
-    lines = path.read_text().splitlines()
-    assert lines[0].startswith("# hil-stream-capture {")
-    assert lines[1] == ('packet,packet_number,timestamp,arrival,signal,time,'
-                        'eeg.C3,eeg.C4,"acc.x, left",acc.y')
-
-
-def test_csv_keeps_packets_without_samples(tmp_path):
-    capture = StreamCapture("events", {}, [7, 8], [1.5, 2.5], [3.0, 4.0])
-    _assert_same(capture, StreamCapture.from_csv(capture.to_csv(tmp_path / "c.csv")))
-
-
-def test_from_csv_rejects_other_files(tmp_path):
-    path = tmp_path / "other.csv"
-    path.write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="not a hil stream capture CSV"):
-        StreamCapture.from_csv(path)
-
-
-@settings(max_examples=15, deadline=None)
-@given(n=st.integers(0, 20), block=st.integers(1, 4), rate=st.floats(0.5, 1e4),
-       seed=st.integers(0, 2**32 - 1))
-def test_csv_round_trip_property(tmp_path_factory, n, block, rate, seed):
-    rng = np.random.default_rng(seed)
-    capture = synthetic(n_packets=n, block=block, rate=rate,
-                        wave=lambda t, c: rng.normal(size=t.size) * 1e6)
-    capture.timestamps = rng.normal(size=n) * 1e9
-    path = capture.to_csv(tmp_path_factory.mktemp("csv") / "c.csv")
-    _assert_same(capture, StreamCapture.from_csv(path))
-
-
-def test_plot_writes_png(tmp_path):
-    extra = {"acc": SignalData("acc", 25.0, ["x", "y", "z", "a", "b", "c"],
-                               np.random.default_rng(0).normal(size=(6, 100)), block_size=1)}
-    capture = synthetic(n_packets=100, block=10, extra=extra)
-    path = capture.plot(tmp_path / "plots" / "capture.png")
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
-
-
-def test_plot_of_empty_capture(tmp_path):
-    path = StreamCapture("none", {}, [], [], []).plot(tmp_path / "empty.png")
-    assert path.read_bytes()[:4] == b"\x89PNG"

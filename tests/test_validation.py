@@ -289,6 +289,12 @@ def test_latency_clock_is_checked():
         synthetic().validate().latency(10, clock="gps")
 
 
+def test_jitter_of_is_checked():
+    """A typo in `of` must not silently judge the arrival times."""
+    with pytest.raises(ValueError, match="'timestamps' or 'arrival'"):
+        synthetic().validate().jitter(max_ms=1, of="arrivals")  # type: ignore[arg-type]
+
+
 def test_full_chain():
     recorder = Recorder()
     validator = (synthetic(n_packets=100, wave=sine(10.0, 20.0)).validate(recorder)

@@ -1,9 +1,8 @@
 """Pulse detection on a sampled current: where it stays above a threshold, and what each burst cost.
 
-Pure numpy, no loop over samples: one streaming pass compares a cache-sized chunk with the
-threshold and finds where that mask flips (`runs_above`), then per-pulse sums come from
-`np.add.reduceat` over the pulse samples alone. `PowerTrace.pulses()` is the usual way in;
-`find_pulses()` is the kernel.
+Plain numpy, no loop over samples: the edges are where `current > threshold` flips (`edges`), and
+per-pulse sums and peaks come from `ufunc.reduceat` over the runs. `PowerTrace.pulses()` is the
+usual way in; `find_pulses()` is the kernel.
 
 How a pulse is measured: each sample stands for the time from half-way to its left neighbour to
 half-way to its right neighbour (the first and last sample of the trace only for their inner half).
@@ -88,50 +87,6 @@ class Pulses(Sequence[Pulse]):
                 f"{self.durations.max():.4g} s, peak max {self.peaks.max():.4g} A)")
 
 
-#: Samples compared per step by `runs_above` (its two bool buffers stay in the L2 cache).
-RUN_CHUNK = 1 << 19
-#: Runs are packed as rows padded to the longest when that copies at most this many times
-#: the run samples.
-PADDED_ROWS = 1.25
-#: Otherwise runs at least this long on average are packed by joining slices (a Python step
-#: per run), shorter ones by a gather index (a few array steps per sample).
-SLICED_RUNS = 64
-
-
-def sparse_flatnonzero(mask: np.ndarray) -> np.ndarray:
-    """np.flatnonzero of a 1-D bool array whose length is a multiple of 8, much faster when few
-    are set: the nonzero 8-byte words are found first, then the set bytes among those alone."""
-    words = mask.view(np.uint64)
-    nonzero = np.flatnonzero(words != 0)
-    sub = np.flatnonzero(words[nonzero].view(np.bool_))
-    return nonzero[sub >> 3] * 8 + (sub & 7)
-
-
-def runs_above(values: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Runs where values > threshold as (first index, one past last index) arrays: what
-    `edges(values > threshold)` gives, in one chunked pass without the whole-trace mask."""
-    n = values.size
-    chunk = min(RUN_CHUNK, n)
-    state = np.zeros(chunk + 1, dtype=bool)     # state[0]: was the sample before the chunk above?
-    flips = np.zeros(-(-chunk // 8) * 8, dtype=bool)
-    parts: list[np.ndarray] = []
-    for i in range(0, n, chunk):
-        c = values[i:i + chunk]
-        m = c.size
-        above = state[1:m + 1]
-        np.greater(c, threshold, out=above)
-        np.not_equal(above, state[:m], out=flips[:m])   # sample i+j starts or ends a run
-        flips[m:] = False
-        found = sparse_flatnonzero(flips)
-        if found.size:
-            parts.append(found + i)
-        state[0] = above[m - 1]
-    change = np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
-    if state[0]:                                 # still above at the end
-        change = np.append(change, n)
-    return change[0::2], change[1::2]
-
-
 def edges(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Runs of True in `mask` as (first index, one past last index) arrays, found with np.diff."""
     change = np.flatnonzero(np.diff(mask)) + 1       # np.diff of bools: True where it flips
@@ -164,84 +119,31 @@ def trapezoid_weights(time: np.ndarray) -> np.ndarray:
     return w
 
 
-class _Runs:
-    """Reduce an array of `n` samples over each run [start, end) with `ufunc.reduceat`.
+def run_sums(ufunc: np.ufunc, values: np.ndarray, start: np.ndarray,
+             end: np.ndarray) -> np.ndarray:
+    """`ufunc` reduced over each run values[start[i]:end[i]] (runs disjoint, increasing, not empty).
 
-    When the runs cover less than half the trace, the run samples are packed first, so the
-    reduction reads only them instead of every gap between them too. How, depends on the runs:
-    runs of about the same length (pulses usually are) are copied whole as equal rows of a
-    window view, a row per run padded to the longest (numpy copies them; the reduction skips
-    the padding); other long runs by joining slices (a Python step per run); short ones by
-    gathering at an index of every run sample.
+    One `reduceat` over the bounds start0, end0, start1, …; every other result is a gap.
     """
+    bounds = np.column_stack((start, end)).ravel()
+    if bounds[-1] == values.size:          # reduceat runs the last bound to the end by itself
+        bounds = bounds[:-1]
+    return ufunc.reduceat(values, bounds)[0::2]
 
-    def __init__(self, n: int, start: np.ndarray, end: np.ndarray) -> None:
-        self.start, self.end, self.n = start, end, n
-        lengths = end - start
-        total = int(lengths.sum())
-        self.rows = 0                             # run row width when packed as rows
-        self.first: np.ndarray | None = None      # first sample of each row
-        self.slices: list[slice] | None = None
-        self.take: np.ndarray | None = None
-        self.packed = 2 * total < n
-        if not self.packed:
-            self._interleave(start, end, n)
-            return
-        width = int(lengths.max())
-        if width * start.size <= PADDED_ROWS * total:
-            self.rows = width
-            self.first = np.minimum(start, n - width)      # rows stay inside the array
-            at = start - self.first + np.arange(start.size) * width
-            self._interleave(at, at + lengths, width * start.size)
-            return
-        self.index = np.cumsum(lengths) - lengths     # where each run starts once packed
-        self.every = 1
-        if total >= SLICED_RUNS * start.size:
-            self.slices = list(map(slice, start.tolist(), end.tolist()))
-        else:
-            self.take = np.arange(total) + np.repeat(start - self.index, lengths)
 
-    def _interleave(self, start: np.ndarray, end: np.ndarray, size: int) -> None:
-        """reduceat indices start0, end0, start1, ... (every other result is a gap)."""
-        self.index = np.empty(2 * start.size, dtype=np.intp)
-        self.index[0::2], self.index[1::2] = start, end
-        if self.index[-1] == size:   # reduceat runs the last index to the end by itself
-            self.index = self.index[:-1]
-        self.every = 2
+def run_integrals(values: np.ndarray, start: np.ndarray, end: np.ndarray, dt: float | None,
+                  weights: np.ndarray | None) -> np.ndarray:
+    """Trapezoid-weighted integral of `values` over each run.
 
-    def pack(self, values: np.ndarray) -> np.ndarray:
-        """What `reduce` wants: only the run samples when packing pays, else all of them."""
-        if self.first is not None:
-            step = values.strides[0]
-            windows = np.lib.stride_tricks.as_strided(
-                values, shape=(self.n - self.rows + 1, self.rows), strides=(step, step),
-                writeable=False)
-            return windows[self.first].ravel()
-        if self.slices is not None:
-            return np.concatenate(list(map(values.__getitem__, self.slices)))
-        return values if self.take is None else values.take(self.take)
-
-    def reduce(self, ufunc: np.ufunc, packed: np.ndarray) -> np.ndarray:
-        """`ufunc` over each run of `pack(values)`."""
-        result = ufunc.reduceat(packed, self.index)
-        return result if self.every == 1 else result[0::2]
-
-    def integral(self, values: np.ndarray, dt: float | None, weights: np.ndarray | None,
-                 packed: np.ndarray | None = None) -> np.ndarray:
-        """Trapezoid-weighted integral of `values` over each run (`packed` = pack(values) if known).
-
-        Uniform step `dt`: dt * sum, minus half a step at the trace's first and last sample.
-        Otherwise (dt None) the per-sample `weights` from `trapezoid_weights`.
-        """
-        if dt is None:
-            assert weights is not None
-            return self.reduce(np.add, self.pack(values * weights))
-        if packed is None:
-            packed = self.pack(values)
-        n = values.size
-        ends = (np.where(self.start == 0, values[0], 0.0)
-                + np.where(self.end == n, values[-1], 0.0))
-        return dt * (self.reduce(np.add, packed) - ends / 2)
+    Uniform step `dt`: dt * sum, minus half a step at the trace's first and last sample.
+    Otherwise (dt None) the per-sample `weights` from `trapezoid_weights`.
+    """
+    if dt is None:
+        assert weights is not None
+        return run_sums(np.add, values * weights, start, end)
+    n = values.size
+    ends = np.where(start == 0, values[0], 0.0) + np.where(end == n, values[-1], 0.0)
+    return dt * (run_sums(np.add, values, start, end) - ends / 2)
 
 
 def find_pulses(time: np.ndarray, current: np.ndarray, threshold: float, *, min_width: float = 0.0,
@@ -252,16 +154,17 @@ def find_pulses(time: np.ndarray, current: np.ndarray, threshold: float, *, min_
     `dt` is the uniform time step, or None with `weights` (see `trapezoid_weights`) otherwise.
     `voltage` is a constant (energy = V * charge) or an array; then `power` must be I*V.
     """
-    start, end = runs_above(current, threshold)
+    start, end = edges(current > threshold)
     if start.size == 0:
         empty = np.zeros(0)
         return Pulses(empty, empty, empty, empty, empty, start, end)
     t_start, t_end = edge_times(time, start, end)
-    runs = _Runs(current.size, start, end)
-    packed = runs.pack(current)
-    charge = runs.integral(current, dt, weights, packed)
-    energy = float(voltage) * charge if power is None else runs.integral(power, dt, weights)
-    peak = runs.reduce(np.maximum, packed)
+    charge = run_integrals(current, start, end, dt, weights)
+    if power is None:
+        energy = float(voltage) * charge
+    else:
+        energy = run_integrals(power, start, end, dt, weights)
+    peak = run_sums(np.maximum, current, start, end)
     if min_width > 0:
         # relative slack so that a pulse of exactly N samples passes min_width = N / rate
         keep = np.flatnonzero((t_end - t_start) >= min_width * (1 - 1e-9))

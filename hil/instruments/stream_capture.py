@@ -2,24 +2,19 @@
 
 A `StreamCapture` holds one row per received packet (connection packet number, the sender's
 timestamp, our arrival time) and, per signal, a `SignalData` with the samples and the packet
-each sample column came from. Drivers build it; tests read, save, plot and `validate()` it.
+each sample column came from. Drivers build it; tests read and `validate()` it, and save or plot
+it with `hil.report.csv_files` and `hil.report.plots`.
 """
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from hil.instruments.validation import Measure, StreamValidator
-
-CSV_MAGIC = "# hil-stream-capture "
-PLOT_CHANNELS = 4
 
 
 @dataclass(eq=False, repr=False)
@@ -302,93 +297,6 @@ class StreamCapture:
         from hil.instruments.validation import StreamValidator
         return StreamValidator(self, measure)
 
-    # ---------------------------------------------------------------- files
-    def to_csv(self, path: str | Path) -> Path:
-        """Write every sample column as a row; `from_csv` reads it back exactly.
-
-        Line 1 is a `#` comment holding the metadata as JSON (pandas: `comment="#"`). Columns:
-        packet (index), packet_number, timestamp, arrival, signal, time, then one column per
-        `signal.channel` (empty on rows of other signals). Packets without any sample get one
-        row with an empty signal, so the packet table survives the round trip.
-        """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        columns = [f"{key}.{label}" for key, s in self.signals.items() for label in s.channels]
-        meta = {"source": self.source, "lost_packets": self.lost_packets, "signals": [
-            {"key": key, "name": s.name, "rate": s.rate, "channels": s.channels,
-             "block_size": s.block_size, "unit": s.unit, "dtype": str(s.samples.dtype),
-             "explicit_index": s.packet_index is not None}
-            for key, s in self.signals.items()]}
-        numbers = self.packet_numbers.tolist()
-        stamps = self.timestamps.tolist()
-        arrival = self.arrival.tolist()
-        with path.open("w", newline="", encoding="utf-8") as f:
-            f.write(CSV_MAGIC + json.dumps(meta) + "\n")
-            writer = csv.writer(f)
-            writer.writerow(["packet", "packet_number", "timestamp", "arrival", "signal", "time",
-                             *columns])
-            offset = 0
-            for key, s in self.signals.items():
-                before, after = [None] * offset, [None] * (len(columns) - offset - s.n_channels)
-                offset += s.n_channels
-                index = s.packet_indices().tolist()
-                times = self.signal_times(key).tolist()
-                for j, values in enumerate(s.samples.T.tolist()):
-                    p = index[j]
-                    writer.writerow([p, numbers[p], stamps[p], arrival[p], key, times[j],
-                                     *before, *values, *after])
-            carried = np.zeros(self.n_packets, dtype=bool)
-            for s in self.signals.values():
-                carried[s.packet_indices()] = True
-            for p in np.flatnonzero(~carried).tolist():
-                writer.writerow([p, numbers[p], stamps[p], arrival[p], "", "",
-                                 *([None] * len(columns))])
-        return path
-
-    @classmethod
-    def from_csv(cls, path: str | Path) -> StreamCapture:
-        """Read a file written by `to_csv`."""
-        path = Path(path)
-        with path.open(newline="", encoding="utf-8") as f:
-            first = f.readline()
-            if not first.startswith(CSV_MAGIC):
-                raise ValueError(f"{path}: not a hil stream capture CSV (no metadata line)")
-            meta = json.loads(first[len(CSV_MAGIC):])
-            reader = csv.reader(f)
-            header = next(reader)
-            rows = list(reader)
-        return _capture_from_rows(meta, header, rows)
-
-    def plot(self, path: str | Path, channels: int = PLOT_CHANNELS) -> Path:
-        """Save a PNG: one subplot per signal, its first `channels` channels over sender time."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rows = max(1, len(self.signals))
-        fig = Figure(figsize=(10, 2.6 * rows), layout="constrained")
-        FigureCanvasAgg(fig)
-        axes = fig.subplots(rows, 1, squeeze=False, sharex=True)[:, 0]
-        t0 = float(self.timestamps.min()) if self.n_packets else 0.0
-        for ax, (key, s) in zip(axes, self.signals.items()):
-            times = self.signal_times(key) - t0
-            for row in range(min(channels, s.n_channels)):
-                ax.plot(times, s.samples[row], linewidth=0.8, label=s.channels[row])
-            shown = (f" (first {channels} of {s.n_channels} channels)"
-                     if s.n_channels > channels else "")
-            ax.set_title(f"{key} @ {s.rate:g} samples/s{shown}", fontsize=9)
-            ax.set_ylabel(f"{key} [{s.unit}]" if s.unit else key)
-            if s.n_channels:
-                ax.legend(loc="upper right", fontsize=7)
-            ax.grid(True, alpha=0.3)
-        axes[-1].set_xlabel("time since first packet (s, sender clock)")
-        stats = self.packet_stats()
-        fig.suptitle(f"{self.source}: {self.n_packets} packets, {self.duration:.3f} s, "
-                     f"missing {stats.missing}, lost {self.lost_packets}", fontsize=10)
-        fig.savefig(path, format="png", dpi=100)
-        return path
-
 
 def _take_signal(s: SignalData, packets: np.ndarray, n_packets: int) -> SignalData:
     """The columns of one signal that belong to `packets`, re-indexed to their new positions."""
@@ -415,31 +323,3 @@ def _concat_signal(key: str, a: SignalData, b: SignalData, shift: int) -> Signal
     return SignalData(name=a.name, rate=a.rate, channels=list(a.channels),
                       samples=np.concatenate([a.samples, b.samples], axis=1),
                       block_size=a.block_size, packet_index=index, unit=a.unit)
-
-
-def _capture_from_rows(meta: dict, header: list[str], rows: list[list[str]]) -> StreamCapture:
-    """Rebuild packets and signals from `to_csv` rows."""
-    packets: dict[int, tuple[int, float, float]] = {}
-    for row in rows:
-        packets.setdefault(int(row[0]), (int(row[1]), float(row[2]), float(row[3])))
-    order = sorted(packets)
-    if order != list(range(len(order))):
-        raise ValueError("capture CSV: packet indices are not 0..n-1")
-    signals = {}
-    for info in meta["signals"]:
-        key = info["key"]
-        cols = [header.index(f"{key}.{label}") for label in info["channels"]]
-        mine = [r for r in rows if r[4] == key]
-        samples = np.array([[float(r[c]) for c in cols] for r in mine], dtype=np.float64)
-        samples = samples.reshape(len(mine), len(cols)).T.astype(info.get("dtype", "float64"))
-        index = np.array([int(r[0]) for r in mine], dtype=np.int64)
-        signals[key] = SignalData(name=info["name"], rate=info["rate"], channels=info["channels"],
-                                  samples=samples, block_size=info["block_size"],
-                                  packet_index=index if info["explicit_index"] else None,
-                                  unit=info.get("unit", ""))
-    return StreamCapture(
-        source=meta["source"], signals=signals,
-        packet_numbers=np.array([packets[p][0] for p in order], dtype=np.uint64),
-        timestamps=np.array([packets[p][1] for p in order], dtype=np.float64),
-        arrival=np.array([packets[p][2] for p in order], dtype=np.float64),
-        lost_packets=int(meta["lost_packets"]))

@@ -235,6 +235,8 @@ class StreamValidator:
         `of="timestamps"` judges the sender's pacing; `of="arrival"` the spacing as received
         here (network, OS and our reader included). See `spacing_deviation` for "nominal".
         """
+        if of not in ("timestamps", "arrival"):
+            raise ValueError(f"jitter(of=...) is 'timestamps' or 'arrival', got {of!r}")
         times = self.capture.timestamps if of == "timestamps" else self.capture.arrival
         deviation = spacing_deviation(self.capture, times, signal) * 1e3
         figures = [self._figure(self._name(of, "jitter_p99"), _percentile(deviation, 99), "ms",

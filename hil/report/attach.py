@@ -25,4 +25,11 @@ def attach_file(path: str | Path, name: str | None = None) -> None:
 
 
 def parameter(name: str, value: str) -> None:
-    allure.dynamic.parameter(name, value)
+    """A parameter of the running test's Allure result, shown as plain text (not quoted)."""
+    from hil.report.measurements import Unquoted
+    allure.dynamic.parameter(name, Unquoted(value))
+
+
+def label(name: str, value: str) -> None:
+    """A label of the running test's Allure result (e.g. the rig it ran on)."""
+    allure.dynamic.label(name, value)
