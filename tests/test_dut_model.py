@@ -280,8 +280,81 @@ def test_echo_mode_echoes_input() -> None:
         board.close()
 
 
-@pytest.mark.parametrize("n", [1, 10, 69, 70, 65_536, 200_001])
+@pytest.mark.parametrize("n", [1, 2, 10, 63, 64, 69, 70, 65_536, 200_001])
 def test_log_emits_exactly_n_bytes_before_done(dut: VirtualDut, out: Output, n: int) -> None:
     boot(dut, out)
     reply = command(dut, out, f"log {n}", f"log: done {n} bytes\r\n".encode())
     assert reply == golden_log(n) + f"log: done {n} bytes\r\n".encode() + PROMPT
+
+
+@pytest.mark.parametrize("n", [1, 10, 100, 65_537])
+def test_log_output_ends_with_a_line_break(dut: VirtualDut, out: Output, n: int) -> None:
+    boot(dut, out)
+    reply = command(dut, out, f"log {n}", b"log: done")
+    assert reply[:n].endswith(b"\n")
+    assert f"log: done {n} bytes" in [ln.text for ln in dut.uart_lines()]
+
+
+def test_crlf_is_one_enter_and_a_lone_cr_is_one_too(dut: VirtualDut, out: Output) -> None:
+    start = boot(dut, out)
+    dut.feed(b"version\r\n")
+    dut.feed(b"echo a\r")                      # what minicom sends for Enter
+    dut.feed(b"\necho b\n")                   # ...with the LF of a CR LF in the next chunk
+    end = out.wait_for(PROMPT, out.wait_for(b"b\r\n", start))
+    assert out.since(start)[:end - start] == (f"version: {FIRMWARE_VERSION}\r\n".encode() + PROMPT
+                                              + b"a\r\n" + PROMPT + b"b\r\n" + PROMPT)
+    dut.feed(b"\r")                            # an empty Enter answers with a prompt
+    assert out.wait_for(PROMPT, end) == end + len(PROMPT)
+
+
+def test_echo_mode_echoes_every_enter_as_one_line_break() -> None:
+    board = VirtualDut(speed=SPEED, echo=True)
+    out = Output(board)
+    try:
+        start = boot(board, out)
+        board.feed(b"echo x\r")
+        board.feed(b"\n")
+        board.feed(b"echo y\n")
+        end = out.wait_for(PROMPT, out.wait_for(b"y\r\n", out.wait_for(b"echo y", start)))
+        assert out.since(start)[:end - start] == (b"echo x\r\nx\r\n" + PROMPT
+                                                  + b"echo y\r\ny\r\n" + PROMPT)
+    finally:
+        board.close()
+
+
+# --------------------------------------------------------------------------- greeting
+def test_listener_attached_at_the_prompt_is_greeted_with_it(dut: VirtualDut, out: Output) -> None:
+    start = boot(dut, out)
+    greeted = Output.__new__(Output)
+    greeted.data, greeted._cond = bytearray(), threading.Condition()
+    greeted.detach = dut.attach(greeted._on_output, greet=True)
+    assert bytes(greeted.data) == PROMPT          # at once, before any firmware output
+    assert out.since(start) == b""                # the others see nothing new
+    plain = Output(dut)
+    assert plain.data == bytearray()              # without greet: nothing
+    assert [ln.text for ln in dut.uart_lines()].count("dut> ") == 0
+
+
+def test_no_greeting_while_off_booting_or_busy() -> None:
+    board = VirtualDut(speed=0.5)                  # a slow boot: 0.7 s
+    out = Output(board)
+    try:
+        seen: list[bytes] = []
+        board.attach(seen.append, greet=True)()    # unpowered: attach, detach
+        assert seen == []
+        board.set_supply(True, 3.3)
+        detach = board.attach(seen.append, greet=True)   # while booting
+        out.wait_for(PROMPT)
+        detach()
+        assert seen[0] != PROMPT and b"".join(seen).endswith(b"reset #1)\r\n" + PROMPT)
+        seen.clear()
+        start = len(out.data)
+        board.feed(b"sleep 60\n")                 # busy with a command
+        out.wait_for(b"sleep: entering", start)
+        detach = board.attach(seen.append, greet=True)
+        board.set_input(1, True)                   # wake it early
+        out.wait_for(PROMPT, out.wait_for(b"sleep: awake", start))
+        detach()
+        assert seen[0].startswith(b"sleep: awake")
+    finally:
+        board.close()

@@ -125,7 +125,8 @@ class FakeDut:
         self.listeners: list[Callable[[bytes], None]] = []
         self.feed_error = feed_error
 
-    def attach(self, listener: Callable[[bytes], None]) -> Callable[[], None]:
+    def attach(self, listener: Callable[[bytes], None], *,
+               greet: bool = False) -> Callable[[], None]:
         self.listeners.append(listener)
         return lambda: self.listeners.remove(listener)
 
@@ -233,9 +234,32 @@ def test_tcp_passes_every_byte_unchanged_both_ways() -> None:
 def test_tcp_banner_and_commands(dut: VirtualDut, tcp: TcpConsole) -> None:
     with connect(tcp) as sock:
         banner = powered(dut, socket_recv(sock))
-        assert b"boot: ok v1.4.2" in banner
+        assert banner.startswith(b"\r\nhil-dut bootloader") and b"boot: ok v1.4.2" in banner
         sock.sendall(b"version\n")
         assert read_until(socket_recv(sock), PROMPT) == b"version: 1.4.2\r\n" + PROMPT
+
+
+def test_tcp_client_of_a_booted_board_gets_the_prompt_at_once(dut: VirtualDut,
+                                                              tcp: TcpConsole) -> None:
+    with connect(tcp) as first:
+        powered(dut, socket_recv(first))
+        with connect(tcp) as late:
+            assert read_until(socket_recv(late), PROMPT) == PROMPT
+            first.sendall(b"echo x\n")          # the first client got no second prompt
+            assert read_until(socket_recv(first), b"x\r\n") == b"x\r\n"
+            assert read_until(socket_recv(late), PROMPT) == b"x\r\n" + PROMPT
+
+
+def test_tcp_client_joining_mid_command_gets_no_prompt_before_its_output(
+        dut: VirtualDut, tcp: TcpConsole) -> None:
+    with connect(tcp) as first:
+        powered(dut, socket_recv(first))
+        first.sendall(b"sleep 600\n")            # busy until woken
+        read_until(socket_recv(first), b"sleep: entering")
+        with connect(tcp) as late:
+            dut.set_input(1, True)               # wake it: the command ends
+            data = read_until(socket_recv(late), PROMPT)
+        assert data.startswith(b"sleep: awake after") and data.count(PROMPT) == 1
 
 
 def test_tcp_delivers_10_mib_log_intact(dut: VirtualDut, tcp: TcpConsole) -> None:

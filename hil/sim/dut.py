@@ -102,6 +102,7 @@ class VirtualDut:
         self._input: queue.Queue[bytes | None] = queue.Queue()
         self._inputs = {1: False, 2: False}      # wired to the Otii's GPO pins
         self._boots = 0
+        self._at_prompt = False                  # the shell waits at an empty prompt
         self._fw_generation = -1                 # the power cycle the firmware thread runs in
         self._closed = False
         self._thread = threading.Thread(target=self._firmware, name="virtual-dut", daemon=True)
@@ -120,6 +121,7 @@ class VirtualDut:
             now_on = self.powered
             if was != now_on:
                 self._generation += 1
+                self._at_prompt = False
                 self._set_state(PowerState.BOOT if now_on else PowerState.OFF)
                 self._changed.notify_all()
                 self._input.put(b"")             # wake the shell so it notices at once
@@ -183,10 +185,17 @@ class VirtualDut:
         return np.maximum(i, 0.0)
 
     # ----------------------------------------------------------------- console
-    def attach(self, listener: Callable[[bytes], None]) -> Callable[[], None]:
-        """Call `listener(bytes)` with every byte the firmware prints; returns a detach function."""
+    def attach(self, listener: Callable[[bytes], None], *,
+               greet: bool = False) -> Callable[[], None]:
+        """Call `listener(bytes)` with every byte the firmware prints; returns a detach function.
+
+        `greet`: a terminal connecting to a board that booted earlier would see nothing, so if
+        the shell sits at an empty prompt, `listener` gets the prompt at once (only it; the
+        UART history is unchanged). It is called under the board's lock: it must not block."""
         with self._lock:
             self._listeners.append(listener)
+            if greet and self._at_prompt and self.powered and not self._closed:
+                listener(PROMPT)
         return lambda: self._detach(listener)
 
     def _detach(self, listener: Callable[[bytes], None]) -> None:
@@ -204,11 +213,14 @@ class VirtualDut:
         with self._lock:
             return [ln for ln in self._uart if t0 <= ln.time < t1]
 
-    def _emit(self, data: bytes) -> None:
-        """Firmware output: record lines, then call listeners (outside the lock: they may block)."""
+    def _emit(self, data: bytes, *, prompt: bool = False) -> None:
+        """Firmware output: record lines, then call listeners (outside the lock: they may block).
+
+        `prompt`: this is the shell's prompt, after which it waits for a command."""
         with self._lock:
             if self._fw_generation != self._generation or self._closed:
                 raise _PowerLost                 # an unpowered board prints nothing
+            self._at_prompt = prompt
             listeners = list(self._listeners)
             self._partial += data
             while (nl := self._partial.find(b"\n")) >= 0:
@@ -322,7 +334,8 @@ class VirtualDut:
 
     def _shell(self, generation: int) -> None:
         line = bytearray()
-        self._emit(PROMPT)
+        after_cr = False                         # CR LF is one Enter, not two
+        self._emit(PROMPT, prompt=True)
         while True:
             if self._generation != generation or self._closed:
                 raise _PowerLost
@@ -334,14 +347,19 @@ class VirtualDut:
                 raise _PowerLost
             if not chunk:
                 continue                         # a wake-up from set_supply()
+            with self._lock:
+                self._at_prompt = False
             if self.echo:
-                self._emit(chunk.replace(b"\n", b"\r\n"))
+                self._emit(_echoed(chunk, after_cr))
             for byte in chunk:
+                if byte == 0x0A and after_cr:
+                    after_cr = False             # the LF of a CR LF: Enter was handled at CR
+                    continue
+                after_cr = byte == 0x0D
                 if byte in (0x0A, 0x0D):
-                    if line or byte == 0x0A:
-                        self._run(bytes(line).decode("utf-8", "replace").strip(), generation)
-                        line.clear()
-                        self._emit(PROMPT)
+                    self._run(bytes(line).decode("utf-8", "replace").strip(), generation)
+                    line.clear()
+                    self._emit(PROMPT, prompt=True)
                 elif byte in (0x08, 0x7F):
                     del line[-1:]
                 else:
@@ -400,13 +418,17 @@ class VirtualDut:
         self._say(f"tx: done {bursts}")
 
     def _cmd_log(self, arg: str, gen: int) -> None:
+        """Exactly `total` bytes of numbered lines; the last one is cut short but still ends
+        with a line break, so "log: done" starts a line of its own."""
         total = int(_positive(arg, "bytes"))
         line_no, sent = 0, 0
         chunk = bytearray()
         while sent < total:
             line_no += 1
             text = f"log {line_no:08d} sensor-node heartbeat lorem ipsum dolor sit amet\r\n".encode()
-            text = text[:total - sent]
+            left = total - sent
+            if len(text) > left:
+                text = text[:left - 2] + b"\r\n" if left >= 2 else b"\n"
             chunk += text
             sent += len(text)
             if len(chunk) >= 65536:
@@ -444,6 +466,13 @@ COMMANDS = (
     ("log <bytes>", "print that many bytes of log"),
     ("panic", "crash (for watcher tests)"),
 )
+
+
+def _echoed(chunk: bytes, after_cr: bool) -> bytes:
+    """What the firmware echoes for typed bytes: every Enter (CR, LF or CR LF) as one CR LF."""
+    if after_cr and chunk.startswith(b"\n"):
+        chunk = chunk[1:]
+    return chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
 def _positive(arg: str, what: str) -> float:

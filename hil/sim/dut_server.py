@@ -308,8 +308,9 @@ class _TcpClient:
         self._lock = threading.Lock()
 
     def listen_to(self, dut: VirtualDut) -> None:
-        """Start receiving the DUT's output."""
-        self._detach = dut.attach(self.output.put)
+        """Start receiving the DUT's output, greeted with its prompt if it waits at one (a board
+        that booted before the client connected would otherwise show nothing)."""
+        self._detach = dut.attach(self.output.put, greet=True)
 
     def stop_listening(self) -> None:
         """Stop receiving the DUT's output (once, whichever thread asks first)."""
@@ -329,8 +330,11 @@ class _TcpClient:
 
 
 class TcpConsole(_Service):
-    """The DUT console on a TCP port. Every client sees all output from its connection on;
-    input from any client goes to the DUT."""
+    """The DUT console on a TCP port. Every client sees all output from its connection on
+    (starting with the prompt when the shell sits at one); input from any client goes to the DUT.
+
+    A pty has no such greeting: opening a serial port is no event the board can see, as on
+    hardware; Enter gets a prompt."""
 
     name = "dut-tcp"
 
@@ -518,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
             address = console.path if isinstance(console, PtyConsole) else \
                 f"{console.host}:{console.port}"
             print(address, flush=True)
-        print("virtual DUT console running; Ctrl-C to stop", file=sys.stderr, flush=True)
+        print("virtual DUT console running (TCP clients get the prompt on connect; on the pty "
+              "press Enter for one); Ctrl-C to stop", file=sys.stderr, flush=True)
         while not stop.wait(0.2):
             if any(c.error for c in consoles):
                 return 1
