@@ -18,20 +18,22 @@ DERATING = 0.8            # usable share of a coin cell's nominal capacity
 REPORT_PERIOD_S = 60.0    # the duty cycle: one radio report a minute, asleep in between
 
 
-def test_sleep_current(booted, console, power, measure):
+def test_sleep_current(booted, console, power, measure, report):
     with power.capture("sleep") as trace:
         console.writeline("sleep 1")
         entering = console.expect(r"sleep: entering", timeout=2)
         awake = console.expect(r"sleep: awake after ([\d.]+) s", timeout=3)
+    report.power(trace, marks={"entering": entering, "awake": awake}, log=True)
     asleep = trace.between(entering.time + EDGE_S, awake.time - EDGE_S)
     measure("sleep_current", asleep.mean(), unit="A", low=0.5e-6, high=10e-6)
     measure("sleep_current_p99", asleep.percentile(99), unit="A", high=15e-6)
 
 
-def test_energy_per_radio_burst(booted, console, power, measure):
+def test_energy_per_radio_burst(booted, console, power, measure, report):
     with power.capture("tx") as trace:
         start = console.mark("tx")
         done = console.query("tx 5\n", expect=r"tx: done 5", timeout=3)
+    report.power(trace, marks={"tx": start, "done": done})
     bursts = trace.between(start, done, clip=True).pulses(threshold=10e-3, min_width=1e-3)
     measure("radio_bursts", len(bursts), low=5, high=5)
     # medians: one burst stretched by a late firmware timer must not decide the verdict

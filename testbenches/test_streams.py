@@ -24,8 +24,9 @@ TEST_SINE_HZ = 10.0
 TEST_SINE_UV = 50.0
 
 
-def test_eeg_stream_rate_gaps_range_waveform(eeg, measure):
+def test_eeg_stream_rate_gaps_range_waveform(eeg, measure, report):
     capture = eeg.capture(seconds=0.5)
+    report.stream(capture)
     (capture.validate(measure)
         .rate("eeg").rate("emg").rate("sensors")
         .no_gaps()
@@ -53,8 +54,9 @@ def test_eeg_stream_long_run_in_blocks(eeg, measure):
     measure("eeg.blocks.lost", eeg.lost_packets, high=0)
 
 
-def test_validation_notices_dropped_packets(eeg_lossy, measure):
+def test_validation_notices_dropped_packets(eeg_lossy, measure, report):
     capture = eeg_lossy.capture(seconds=0.5)
+    report.stream(capture)
     with pytest.raises(ValidationError, match="missing"):
         capture.validate().no_gaps()
     measure("eeg_lossy.lost_packets", capture.lost_packets, low=3)
