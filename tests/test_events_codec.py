@@ -1,0 +1,131 @@
+"""The event codec: wire frames, reserved keys, attribute rows by data type (with properties)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hil.errors import ProtocolError
+from hil.protocols import events as codec
+from hil.protocols.events import Prepared, SeqStats
+
+json_scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
+                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                           max_leaves=12)
+names = st.text(min_size=1, max_size=12).filter(lambda k: not k.startswith("__"))
+bodies = st.dictionaries(names, json_values, max_size=8)
+
+
+@settings(max_examples=80, deadline=None)
+@given(topic=st.text(min_size=1, max_size=30), body=bodies)
+def test_encode_decode_round_trip(topic, body):
+    ev = codec.decode(codec.encode(topic, body), received=1.0)
+    assert ev.topic == topic and ev.body == body and ev.fields == body
+
+
+@settings(max_examples=80, deadline=None)
+@given(value=json_values)
+def test_rows_round_trip_every_value(value):
+    text, kind = codec.to_row(value)
+    assert kind in codec.WRITTEN_TYPES
+    assert codec.from_row(text, kind) == value
+    # the conversion flags never touch a typed value
+    assert codec.from_row(text, kind, numbers=True, bools=True) == value
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(max_size=20))
+def test_conversions_are_fail_safe(text):
+    number = codec.convert_number(text)
+    assert number == text or isinstance(number, (int, float))
+    flag = codec.convert_bool(text)
+    assert flag == text or flag is (text.lower() == "true")
+    # an untyped or unknown-typed value never raises, whatever the flags
+    for kind in ("str", "string", "number", "boolean", "weird"):
+        codec.from_row(text, kind, numbers=True, bools=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=60))
+def test_arbitrary_bytes_give_protocol_error_or_event(data):
+    try:
+        ev = codec.decode([b"t", data])
+    except ProtocolError as exc:
+        assert exc.field in ("body", codec.DATA_TIME, codec.WIRE_TIME, codec.SEQ)
+    else:
+        assert isinstance(ev.body, dict)
+
+
+@settings(max_examples=80, deadline=None)
+@given(seqs=st.lists(st.integers(1, 50), min_size=1, max_size=40))
+def test_seq_stats_count_every_missing_number(seqs):
+    stats = SeqStats("t")
+    for s in seqs:
+        stats.observe(s)
+    rising = all(b > a for a, b in zip(seqs, seqs[1:]))
+    if rising:
+        assert stats.missing == seqs[-1] - seqs[0] - (len(seqs) - 1)
+        assert stats.repeats == 0
+    else:
+        assert stats.repeats > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(body=bodies, d=st.floats(0, 2e9), w=st.floats(0, 2e9), seq=st.integers(1, 10**6))
+def test_prepared_text_equals_encoded_dict(body, d, w, seq):
+    fields = codec.encode_body(body).decode()
+    decoded = codec.parse_body(Prepared("t", fields, d, w).text(seq))
+    assert decoded == {**body, codec.DATA_TIME: d, codec.WIRE_TIME: w, codec.SEQ: seq}
+
+
+def test_non_finite_numbers_go_out_as_null():
+    ev = codec.decode(codec.encode("t", {"a": math.nan, "b": [math.inf, 1.5]}))
+    assert ev.body == {"a": None, "b": [None, 1.5]}
+
+
+def test_prepare_copies_and_stamps_wire_time_only_when_absent():
+    event = {"x": 1}
+    body = codec.prepare(event, now=5.0)
+    assert body == {"x": 1, codec.WIRE_TIME: 5.0} and event == {"x": 1}
+    assert codec.prepare('{"x": 2, "__wire_time": 1.5}', now=5.0)[codec.WIRE_TIME] == 1.5
+
+
+@pytest.mark.parametrize("frames, field", [
+    ([b"t"], "frames"),
+    ([b"", b"{}"], "topic"),
+    ([b"\xff", b"{}"], "topic"),
+    ([b"t", b"[1]"], "body"),
+    ([b"t", b"{broken"], "body"),
+    ([b"t", b'{"__data_time": "noon"}'], codec.DATA_TIME),
+    ([b"t", b'{"__seq": 1.5}'], codec.SEQ),
+])
+def test_malformed_messages_name_the_field(frames, field):
+    with pytest.raises(ProtocolError) as info:
+        codec.decode(frames)
+    assert info.value.field == field
+
+
+@pytest.mark.parametrize("text, kind, problem", [
+    ("12x", "int", "not an integer"), ("{", "json", "broken"), (None, "float", "NULL"),
+    ("maybe", "bool", "true/false")])
+def test_bad_typed_rows_are_clear_errors(text, kind, problem):
+    with pytest.raises(ProtocolError, match=problem):
+        codec.from_row(text, kind)
+
+
+def test_tcs_types_convert_only_when_asked():
+    assert codec.from_row("42", "number") == "42"
+    assert codec.from_row("42", "number", numbers=True) == 42
+    assert codec.from_row("4.5", "number", numbers=True) == 4.5
+    assert codec.from_row("TRUE", "boolean", bools=True) is True
+    assert codec.from_row("1", "boolean", bools=True, numbers=True) == 1  # bool first: stays 1
+
+
+def test_unencodable_value_names_its_key():
+    with pytest.raises(ProtocolError) as info:
+        codec.encode("t", {"ok": 1, "bad": object()})
+    assert info.value.field == "bad"
