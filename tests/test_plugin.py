@@ -250,3 +250,17 @@ def test_a_long_failure_transcript_says_what_it_left_out(pytester: pytest.Pytest
     result.stdout.re_match_lines([r".*\[first \d+ characters omitted\]"])
     saved = next((pytester.path / "out" / "transcripts").iterdir()) / "console.txt"
     assert "log: done" in saved.read_text()          # the saved file keeps it whole here
+
+
+def test_a_long_capture_says_how_far_it_is(pytester: pytest.Pytester) -> None:
+    pytester.path.joinpath("rig.toml").write_text(
+        '[eeg]\nkind = "tia"\nhost = "sim"\nsignals = "eeg:2x4@500/sine"\n')
+    pytester.makepyfile(textwrap.dedent('''
+        import hil.progress
+        def test_capture(eeg):
+            hil.progress.QUIET_FOR = hil.progress.EVERY = 0.2   # "long" for this test
+            assert eeg.capture(seconds=1.0).n_packets > 0
+    '''))
+    result = run(pytester)                  # output capture on: the lines still show live
+    result.assert_outcomes(passed=1)
+    result.stdout.re_match_lines([r"hil: eeg: capturing, \d+ of 1 s, \d+ packets"])

@@ -32,6 +32,7 @@ from hil.errors import (BusTimeout, ConnectionLost, InstrumentConnectError, Inst
                         ProtocolError)
 from hil.instruments.sttp_capture import Chunk, build_capture, frame_starts
 from hil.instruments.stream_capture import StreamCapture
+from hil.progress import track
 from hil.protocols import sttp_compact as cm
 from hil.protocols import sttp_frames as fr
 from hil.protocols.sttp_cache import SignalIndexCache, decode_cache
@@ -453,7 +454,8 @@ class SttpSubscriber:
             self.subscribe(filter_expression)
         lost_before = self.lost_packets
         try:
-            got = list(self.chunks(seconds=seconds, frames=frames))
+            got = list(track(self.chunks(seconds=seconds, frames=frames),
+                             f"{self.source}: capturing", seconds, "measurements"))
         finally:
             if not was_subscribed:
                 self.unsubscribe()

@@ -25,6 +25,7 @@ from hil import clock
 from hil.errors import (BusTimeout, ConnectionLost, InstrumentConnectError, InstrumentError,
                         ProtocolError)
 from hil.instruments.stream_capture import SignalData, StreamCapture
+from hil.progress import track
 from hil.protocols import tia_control as ctl
 from hil.protocols.tia_metainfo import MetaInfo, decode_metainfo
 from hil.protocols.tia_packets import Run, StreamDecoder, count_gaps
@@ -412,7 +413,8 @@ class TiaClient:
         lost_before = self.lost_packets
         parts = []
         try:
-            parts = list(self.blocks(seconds=seconds, packets=packets))
+            parts = list(track(self.blocks(seconds=seconds, packets=packets),
+                               f"{self.source}: capturing", seconds, "packets"))
         finally:
             if not was_streaming:
                 self.stop()
