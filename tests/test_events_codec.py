@@ -1,6 +1,7 @@
 """The event codec: wire frames, reserved keys, attribute rows by data type (with properties)."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -129,3 +130,44 @@ def test_unencodable_value_names_its_key():
     with pytest.raises(ProtocolError) as info:
         codec.encode("t", {"ok": 1, "bad": object()})
     assert info.value.field == "bad"
+
+
+# --------------------------------------------------------------------------- lazy decoding
+seq_values = st.none() | st.integers(0, 2**40) | st.integers(-5, -1) | st.floats(0, 9) | \
+    st.text(max_size=3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=bodies, seq=seq_values, nested=st.booleans(), last=st.booleans(),
+       space=st.sampled_from(["", " ", "\n "]))
+def test_raw_seq_agrees_with_parsing_or_defers(body, seq, nested, last, space):
+    """Whenever raw_seq settles `__seq` from the text, it is what parsing the body gives."""
+    body = dict(body)
+    if nested:
+        body["inner"] = {"__seq": 99}
+    if seq is not None:
+        if last:
+            body["__seq"] = seq
+        else:
+            body = {"__seq": seq, **body}
+    raw = json.dumps(body, ensure_ascii=False, separators=(",", ":" + space)).encode()
+    known, found = codec.raw_seq(raw)
+    if known:
+        assert found == codec.parse_body(raw).get("__seq")
+
+
+@pytest.mark.parametrize("raw", [b'{"a":{"__seq":4}}', b'{"\\u005f_seq":3}', b'{"__seq":3,"b":1}'])
+def test_raw_seq_defers_when_only_parsing_can_tell(raw):
+    assert codec.raw_seq(raw) == (False, None)
+
+
+def test_lazy_event_parses_on_access_and_names_the_topic():
+    good = codec.decode_lazy([b"a.b", b'{"x":1,"__seq":2}'], received=5.0)
+    assert not good.checked and good["x"] == 1 and good.seq == 2 and good.parsed
+    bad = codec.decode_lazy([b"a.c", b"{not json"])
+    assert not bad.checked
+    with pytest.raises(ProtocolError, match="event 'a.c'.*not JSON"):
+        bad.body
+    assert bad.checked and not bad.parsed and "(malformed)" in bad.describe()
+    with pytest.raises(ProtocolError, match="2 frames"):
+        codec.decode_lazy([b"only-topic"])

@@ -248,3 +248,19 @@ def test_full_database_is_a_clear_error_and_keeps_earlier_batches(tmp_path):
     con = sqlite3.connect(db)
     assert con.execute("SELECT count(*) FROM event").fetchone()[0] == written > 0
     con.close()
+
+
+def test_lazy_subscriber_reports_a_malformed_body_it_was_not_waiting_for():
+    """Bodies are parsed when looked at: a bad one on another topic still fails the check."""
+    from hil.errors import ValidationError
+    with EventPublisher() as pub, EventSubscriber(pub.url, strict=False) as sub:
+        pub.wait_for_subscribers(1, timeout=10)
+        pub.send_frames([b"other", b'{"broken":'])
+        pub.send_frames([b"t", b'{"__seq":1,"v":1}'])          # __seq not last: parsed
+        pub.send_frames([b"t", b'{"v":2,"__seq":3}'])          # read from the text
+        assert sub.expect_event("t", {"v": 2}, timeout=10)["__seq"] == 3
+        assert sub.malformed == 0                              # never looked at yet
+        assert sub.seq_stats("t")["t"].missing == 1
+        with pytest.raises(ValidationError, match="1 malformed"):
+            sub.check_sequence()
+        assert [ev.topic for ev in sub.history()] == ["t", "t"]
