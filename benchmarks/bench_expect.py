@@ -29,10 +29,12 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
+import re
 import socket
 import statistics
 import sys
 import termios
+import threading
 import time
 import tty
 from collections.abc import Callable
@@ -346,6 +348,43 @@ def arrival(peer: Peer, lines: int, work: list[Callable[[float], None]]) -> dict
             "lines": len(us)}
 
 
+def arrival_bare(peer: Peer, lines: int, work: list[Callable[[float], None]]
+                 ) -> dict[str, float]:
+    """The machine's floor for the arrival-time error: a bare thread blocked in read() on the
+    same pty or socket stamps each read, while the main thread does the same `work` phases
+    (on a pty the kernel moves bytes to the reader in a worker thread of its own, which a busy
+    2-core machine schedules late; hil cannot do better than this)."""
+    errors: list[float] = []
+
+    def run(reader: object) -> None:
+        def read_all() -> None:
+            data, got = b"", 0
+            while got < lines:
+                chunk = (os.read(reader, 65536) if isinstance(reader, int)
+                         else reader.recv(65536))  # type: ignore[attr-defined]
+                now = time.monotonic()
+                if not chunk:
+                    return
+                data += chunk
+                end = data.rfind(b"\n") + 1
+                for m in re.finditer(STAMPED, data[:end]):
+                    errors.append(now - int(m.group(2)) / 1e9)
+                    got += 1
+                data = data[end:]
+        thread = threading.Thread(target=read_all, daemon=True)
+        thread.start()
+        phase = 0
+        while thread.is_alive():
+            work[phase % len(work)](0.010)
+            phase += 1
+
+    peer.run("stamped", lines, lambda: open_raw(peer), run, close_raw)
+    errors.sort()
+    us = [e * 1e6 for e in errors]
+    return {"p50": statistics.median(us), "p99": us[int(len(us) * 0.99) - 1], "max": us[-1],
+            "lines": len(us)}
+
+
 def small_expects(peer: Peer, count: int) -> dict[str, float]:
     """Seconds for `count` sequential small expects, hil vs pexpect (default settings)."""
     def hil_wait(bus: object) -> None:
@@ -447,8 +486,13 @@ def run_transport(kind: str, sections: tuple[str, ...], args: argparse.Namespace
             run["small"] = small_expects(peer, args.small)
         if "arrival" in sections:
             run["arrival_error_us"] = arrival(peer, args.lines, [time.sleep, _busy_hashing])
+            run["arrival_error_bare_us"] = arrival_bare(peer, args.lines,
+                                                        [time.sleep, _busy_hashing])
             checks.update(arrival_checks(run["arrival_error_us"]))
             print(describe_arrival(kind, run["arrival_error_us"], "expect / sleep / hashing"),
+                  flush=True)
+            print(describe_arrival(kind, run["arrival_error_bare_us"],
+                                   "the machine's floor: a bare reader thread, same work"),
                   flush=True)
             run["arrival_error_gil_held_us"] = arrival(peer, args.lines, [_busy_python])
             print(describe_arrival(kind, run["arrival_error_gil_held_us"],

@@ -115,10 +115,6 @@ class SerialTransport:
                 if left <= 0 or not self._out.poll(int(left * 1000 + 0.999)):
                     raise TimeoutError from None
 
-    def interrupt(self) -> None:
-        if self._waiter is not None:
-            self._waiter.interrupt()
-
     def wake(self) -> None:
         if self._waiter is not None:
             self._waiter.wake()

@@ -53,9 +53,6 @@ class TcpTransport:
                 if not self._waiter.writable(deadline - time.monotonic()):
                     raise TimeoutError from None
 
-    def interrupt(self) -> None:
-        self._waiter.interrupt()
-
     def wake(self) -> None:
         self._waiter.wake()
 

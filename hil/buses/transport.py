@@ -17,8 +17,7 @@ class Transport(Protocol):
     direct: bool            # callers may use wait_for() and read() as well
 
     def wait(self) -> bool:
-        """Block until bytes (or end of stream) can be read: True; False once `wake()`d or
-        `interrupt()`ed."""
+        """Block until bytes (or end of stream) can be read: True; False once `wake()`d."""
 
     def wait_for(self, timeout: float) -> bool:
         """Like `wait`, for at most `timeout` seconds (a caller's wait; only if `direct`)."""
@@ -29,10 +28,6 @@ class Transport(Protocol):
 
     def write(self, data: bytes, timeout: float) -> None:
         """Write all of `data` (TimeoutError if it cannot within `timeout`)."""
-
-    def interrupt(self) -> None:
-        """Make the reader thread's `wait()` in progress (or its next one) return False once:
-        a caller takes over reading (only if `direct`)."""
 
     def wake(self) -> None:
         """Make every wait return False from now on (the bus is closing)."""
@@ -45,8 +40,7 @@ def _ms(timeout: float) -> int:
 
 
 class FdWaiter:
-    """Waits until a file descriptor is readable, or until `wake()` (a self-pipe, for every
-    wait) or `interrupt()` (a second one, for the reader thread's `wait()` only).
+    """Waits until a file descriptor is readable, or until `wake()` (a self-pipe).
 
     The reader thread's `wait()` and a caller's `wait(timeout)` use separate poll objects,
     so both can wait at once."""
@@ -54,31 +48,20 @@ class FdWaiter:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._wake_r, self._wake_w = os.pipe()
-        self._nudge_r, self._nudge_w = os.pipe()
-        os.set_blocking(self._nudge_r, False)
-        os.set_blocking(self._nudge_w, False)
         self._woken = False
         self._reader, self._caller = select.poll(), select.poll()
         for poll in (self._reader, self._caller):
             poll.register(fd, select.POLLIN | select.POLLPRI)
             poll.register(self._wake_r, select.POLLIN)
-        self._reader.register(self._nudge_r, select.POLLIN)
         self._out = select.poll()
         self._out.register(fd, select.POLLOUT)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """True when the fd is readable (or hung up); False when woken, interrupted (only the
-        untimed wait: the reader thread's) or timed out."""
+        """True when the fd is readable (or hung up); False when woken or timed out."""
         if timeout is not None:
             events = self._caller.poll(_ms(timeout))
             return bool(events) and not self._woken and all(fd == self.fd for fd, _ in events)
         events = self._reader.poll()
-        if any(fd == self._nudge_r for fd, _ in events):
-            try:
-                os.read(self._nudge_r, 64)
-            except BlockingIOError:
-                pass
-            return False
         return not self._woken and all(fd == self.fd for fd, _ in events)
 
     def writable(self, timeout: float) -> bool:
@@ -91,16 +74,10 @@ class FdWaiter:
         return any(fd == self.fd and ev & (select.POLLHUP | select.POLLERR | select.POLLNVAL)
                    for fd, ev in events)
 
-    def interrupt(self) -> None:
-        try:
-            os.write(self._nudge_w, b"x")
-        except BlockingIOError:         # the pipe is full of nudges: one more changes nothing
-            pass
-
     def wake(self) -> None:
         self._woken = True
         os.write(self._wake_w, b"x")
 
     def close(self) -> None:
-        for fd in (self._wake_r, self._wake_w, self._nudge_r, self._nudge_w):
+        for fd in (self._wake_r, self._wake_w):
             os.close(fd)
