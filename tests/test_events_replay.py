@@ -178,3 +178,4 @@ def test_bad_parameters_are_simulator_errors(tmp_path):
         Replay(db, sort_by="time")
     with pytest.raises(SimulatorError, match="window"):
         Replay(db, window=(2.0, 1.0))
+

@@ -175,15 +175,17 @@ class EventPublisher:
         return sum(n for prefix, n in self._subscriptions.items() if name.startswith(prefix))
 
     def wait_for_subscribers(self, n: int = 1, timeout: float = 10.0,
-                             topic: str | None = None) -> int:
+                             topic: str | None = None,
+                             stop: threading.Event | None = None) -> int:
         """Wait until at least `n` subscriptions that receive `topic` (any, when None) have
-        arrived (spec §7: no event is lost to a slow joiner). BusTimeout after `timeout` s."""
+        arrived (spec §7: no event is lost to a slow joiner), or `stop` is set. BusTimeout
+        after `timeout` s."""
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
                 self._drain_subscriptions()
                 have = self._count(topic)
-                if have >= n:
+                if have >= n or (stop is not None and stop.is_set()):
                     return have
                 left = deadline - time.monotonic()
                 if left <= 0:

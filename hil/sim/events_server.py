@@ -16,6 +16,7 @@ import math
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 DONE_TOPIC = "hil.replay.done"
 ERROR_TOPIC = "hil.replay.error"
 JOIN_S = 2.0
+PROGRESS_AFTER = 3.0       # a replay running longer than this says how far it is,
+PROGRESS_EVERY = 5.0       # this often
 
 
 class EventServer:
@@ -55,7 +58,10 @@ class EventServer:
     def _run(self) -> None:
         try:
             if self.wait > 0:
-                self.publisher.wait_for_subscribers(self.wait, self.wait_timeout)
+                self.publisher.wait_for_subscribers(self.wait, self.wait_timeout,
+                                                    stop=self._stop)
+            if self._stop.is_set():                  # closed while waiting for subscribers
+                return
             self.sent = self.publisher.start(self.source, self._stop)
             if not self._stop.is_set():
                 self.publisher.send_event(DONE_TOPIC, self._done_body())
@@ -163,9 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         print(server.url, flush=True)
+        started, next_note = time.monotonic(), time.monotonic() + PROGRESS_AFTER
         while not stop.wait(0.1):
             if server.done.is_set():
                 break
+            if time.monotonic() >= next_note:       # a long replay says how far it is
+                sent = server.publisher.sent
+                waiting = " (waiting for a subscriber)" if not sent and args.wait else ""
+                print(f"hil sim events: {sent} events sent in {time.monotonic() - started:.0f} "
+                      f"s{waiting}", file=sys.stderr, flush=True)
+                next_note = time.monotonic() + PROGRESS_EVERY
     finally:                                 # a replay that ended lets slow consumers catch up
         server.close(int(args.drain * 1000) if server.done.is_set() and not stop.is_set()
                      else None)

@@ -38,6 +38,7 @@ from hil.protocols.sttp_compact import RECORD
 from hil.protocols.sttp_frames import Command, OperationalModes, PacketFlags, Response
 from hil.protocols.sttp_metadata import encode_metadata
 from hil.protocols.sttp_ticks import from_unix
+from hil.sim.signals import stop_on_signals
 from hil.sim.sttp_filter import select as filter_rows
 from hil.sim.sttp_points import PointSet, make_points
 
@@ -494,13 +495,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hil sim sttp: {exc}", file=sys.stderr)
         return 2
     mode = "as fast as possible" if args.fast else f"at {args.rate:g} frames/s"
-    print(f"STTP simulator listening on {server.address} ({len(server.points)} points {mode}"
-          f"{', TLS' if args.tls_cert else ''})", flush=True)
     try:
-        while True:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
+        with stop_on_signals() as stop:      # before saying where: a stop may come at once
+            print(f"STTP simulator listening on {server.address} ({len(server.points)} points "
+                  f"{mode}{', TLS' if args.tls_cert else ''})", flush=True)
+            stop.wait()
     finally:
         server.close()
     return 0

@@ -33,6 +33,7 @@ from hil.errors import ProtocolError, SimulatorError
 from hil.protocols import tia_control as ctl
 from hil.protocols.tia_metainfo import MetaInfo, encode_metainfo
 from hil.protocols.tia_packets import Layout, encode_run, layout_for
+from hil.sim.signals import stop_on_signals
 from hil.sim.tia_signals import (SensorFn, SignalSpec, generate, metainfo, parse_signals,
                                  toggle_changes, toggle_value)
 
@@ -592,12 +593,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hil sim tia: {exc}", file=sys.stderr)
         return 2
     sigs = ", ".join(f"{s.type} {s.channels}x{s.block}@{s.rate:g}" for s in server.signals)
-    print(f"TiA simulator listening on {server.address} ({sigs})", flush=True)
     try:
-        while True:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
+        with stop_on_signals() as stop:      # before saying where: a stop may come at once
+            print(f"TiA simulator listening on {server.address} ({sigs})", flush=True)
+            stop.wait()
     finally:
         server.close()
     return 0
