@@ -195,3 +195,22 @@ def test_rig_and_rig_pool_exclude_each_other(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--rig-pool", "pool", "--rig", "pool/rig0.toml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "--rig and --rig-pool exclude each other" in result.stderr.str()
+
+
+def test_the_project_pool_is_the_simulated_rig_four_times() -> None:
+    """testbenches/rigs/pool/ (the README's pool example) must not drift from sim.toml."""
+    from hil.rig import load_rig
+    rigs_dir = Path(__file__).resolve().parents[1] / "testbenches" / "rigs"
+    sim = load_rig(rigs_dir / "sim.toml")
+    pool = RigPool([rigs_dir / "pool"])
+    assert [r.name for r in pool.rigs] == ["sim-1", "sim-2", "sim-3", "sim-4"]
+    for rig in pool.rigs:
+        assert {n: r.kind for n, r in rig.resources.items()} == \
+            {n: r.kind for n, r in sim.resources.items()}
+        for name, resource in rig.resources.items():      # same settings, paths resolved alike
+            theirs = sim.resources[name]
+            for key, value in resource.settings.items():
+                if key in ("credentials", "db") and value:    # files named relative to each
+                    assert resource.path(key) == theirs.path(key)
+                else:
+                    assert value == theirs.settings[key], (rig.name, name, key)

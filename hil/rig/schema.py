@@ -60,7 +60,7 @@ class Resource:
 
     def path(self, key: str) -> Path:
         """A file named by `key`, relative to the rig file's folder unless absolute."""
-        return (self.file.parent / Path(self[key]).expanduser()).absolute()
+        return (self.file.parent / Path(self[key]).expanduser()).resolve()
 
     def error(self, message: str, key: str | None = None) -> RigError:
         """A RigError pointing at this table (and key), for openers that find a bad value."""
