@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         for p in probes:
             if not p.ok:
-                print(f"hil check: {p.name}: {p.error}", file=sys.stderr)
+                named = p.error if p.error.startswith(f"{p.name}: ") else f"{p.name}: {p.error}"
+                print(f"hil check: {named}", file=sys.stderr)
         print(f"hil check: {len(failed)} of {len(probes)} resource(s) failed to open: "
               f"{', '.join(failed)}", file=sys.stderr)
         return 1
