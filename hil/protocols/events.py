@@ -235,16 +235,7 @@ def parse_body(data: str | bytes | bytearray) -> dict[str, Any]:
 
 def decode(frames: list[bytes], received: float = math.nan) -> Event:
     """An `Event` from the frames of one message; ProtocolError when they break §2."""
-    if len(frames) != 2:
-        raise ProtocolError(f"an event has 2 frames [topic, JSON], got {len(frames)}: "
-                            f"{[_clip(f, 40) for f in frames[:3]]}", field="frames")
-    try:
-        topic = frames[0].decode()
-    except UnicodeDecodeError:
-        raise ProtocolError(f"event topic is not UTF-8: {_clip(frames[0], 60)}",
-                            field="topic") from None
-    if not topic:
-        raise ProtocolError("event topic is empty", field="topic")
+    topic = _topic(frames)
     try:
         return Event(topic, parse_body(frames[1]), received)
     except ProtocolError as exc:
@@ -255,6 +246,12 @@ def decode(frames: list[bytes], received: float = math.nan) -> Event:
 def decode_lazy(frames: list[bytes], received: float = math.nan) -> Event:
     """An `Event` keeping frame 1 unparsed (its `body` parses on access); checks here only
     what costs nothing: two frames, a UTF-8 topic. ProtocolError otherwise."""
+    topic = _topic(frames)
+    return Event(topic, None, received, raw=frames[1])
+
+
+def _topic(frames: list[bytes]) -> str:
+    """The topic of a message of exactly two frames, non-empty UTF-8 (ProtocolError else)."""
     if len(frames) != 2:
         raise ProtocolError(f"an event has 2 frames [topic, JSON], got {len(frames)}: "
                             f"{[_clip(f, 40) for f in frames[:3]]}", field="frames")
@@ -265,7 +262,7 @@ def decode_lazy(frames: list[bytes], received: float = math.nan) -> Event:
                             field="topic") from None
     if not topic:
         raise ProtocolError("event topic is empty", field="topic")
-    return Event(topic, None, received, raw=frames[1])
+    return topic
 
 
 # `"__seq":N}` closing the text: in valid JSON that is the top-level key (the final brace

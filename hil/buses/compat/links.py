@@ -72,15 +72,12 @@ class Registry:
         """The link `link_id` as the `family` functions see it: the script's own, else the
         rig's; an unknown id is a BusError saying what would make it known."""
         with self.lock:
-            link = self.script.get((family, link_id)) or self.rig.get(link_id)
-            resolvers = list(self.resolvers)
-        if link is not None:
-            return link
-        for resolve in reversed(resolvers):
-            found = resolve(link_id)
-            if found is not None:
-                return rig_link(link_id, found)
-        raise BusError(self._unknown(family, link_id))
+            link = self.script.get((family, link_id))
+        if link is None:
+            link = self.find_rig(link_id)
+        if link is None:
+            raise BusError(self._unknown(family, link_id))
+        return link
 
     def find_rig(self, link_id: str) -> Link | None:
         """The rig's bus of that name as a link, or None."""
