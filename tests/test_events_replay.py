@@ -117,13 +117,45 @@ def test_bad_rows_are_counted_skips_never_a_crash(tmp_path):
         list(Replay(db, speedup=0, strict=True).dicts())
 
 
-def test_body_text_that_is_broken_falls_back_to_rows(tmp_path):
-    db = ours(tmp_path / "e.sqlite", [("t", {"v": 1}), ("t", {"v": 2})])
+def test_broken_body_text_in_our_schema_is_a_counted_skip(tmp_path):
+    db = ours(tmp_path / "e.sqlite", [("t", {"v": 1}), ("t", {"v": 2}), ("t", {"v": 3})])
     con = sqlite3.connect(db)
     con.execute("UPDATE event SET body = '{oops' WHERE id = 1")
+    con.execute("UPDATE event SET body = '[1, 2]' WHERE id = 3")
     con.commit()
+    assert con.execute("SELECT event_id, value FROM attribute").fetchall() == [(2, "2")]
     con.close()
-    assert fields(Replay(db, speedup=0).dicts()) == [("t", {"v": 1}), ("t", {"v": 2})]
+    for options in ({}, {"convert_number": True}):      # the fast path and the decoding one
+        replay = Replay(db, speedup=0, **options)
+        assert fields(replay.dicts()) == [("t", {"v": 2})]
+        assert replay.stats.skipped == {"broken JSON": 2}
+        with pytest.raises(ProtocolError, match="event 1: broken JSON"):
+            list(Replay(db, speedup=0, strict=True, **options).dicts())
+
+
+def test_conversions_apply_to_text_values_of_our_schema(tmp_path):
+    db = ours(tmp_path / "e.sqlite", [("t", {"n": "42", "f": "2.5", "b": "TRUE", "x": "x1",
+                                             "k": 7, "j": ["1"]})])
+    assert fields(Replay(db, speedup=0, convert_number=True, convert_bool=True).dicts()) == \
+        [("t", {"n": 42, "f": 2.5, "b": True, "x": "x1", "k": 7, "j": ["1"]})]
+    assert fields(Replay(db, speedup=0, convert_bool=True).dicts()) == \
+        [("t", {"n": "42", "f": "2.5", "b": True, "x": "x1", "k": 7, "j": ["1"]})]
+
+
+def test_schema_1_files_replay_but_are_not_appended_to(tmp_path):
+    """Schema 1 kept attribute rows in a table; such a file still replays."""
+    db = tmp_path / "v1.sqlite"
+    con = sqlite3.connect(db)
+    con.executescript(
+        "CREATE TABLE event (id INTEGER PRIMARY KEY, topic TEXT NOT NULL, __data_time REAL, "
+        "__wire_time REAL, __seq INTEGER, receive_time REAL, body TEXT);"
+        "CREATE TABLE attribute (event_id INTEGER, name TEXT, value TEXT, data_type TEXT);"
+        "INSERT INTO event VALUES (1, 't', 1.0, 1.5, 1, 2.0, '{\"v\":1}');"
+        "INSERT INTO attribute VALUES (1, 'v', '1', 'int');")
+    con.close()
+    assert fields(Replay(db, speedup=0).dicts()) == [("t", {"v": 1})]
+    with pytest.raises(ProtocolError, match="schema 1.*record into a new file"):
+        EventWriter(db)
 
 
 def test_loop_shifts_times_and_reset_starts_over(tmp_path):
@@ -179,3 +211,19 @@ def test_bad_parameters_are_simulator_errors(tmp_path):
     with pytest.raises(SimulatorError, match="window"):
         Replay(db, window=(2.0, 1.0))
 
+
+
+def test_a_received_batch_keeps_good_bodies_and_counts_each_bad_one(tmp_path):
+    """write_frames (the recorder's path): hostile bodies cannot change their neighbours."""
+    good = [(f"t.{i}", f'{{"i":{i},"__seq":{i + 1},"__wire_time":{T0 + i}}}'.encode())
+            for i in range(4)]
+    bad = [b'{"a":1}],["evil",0,1,1', b'{"__seq":"5"}', b'\xff{"a":1}', b'[1,2]',
+           b'{"__data_time":true}', b'{"a":']
+    frames = [(t, b, T0) for t, b in good[:2]] + [("x", b, T0) for b in bad] + \
+        [(t, b, T0) for t, b in good[2:]]
+    with EventWriter(tmp_path / "e.sqlite") as writer:
+        assert writer.write_frames(frames) == len(bad)
+        assert writer.write_frames([(t, b, T0) for t, b in good]) == 0      # the fast path
+        assert writer.events_written == 8
+    got = fields(Replay(tmp_path / "e.sqlite", speedup=0).dicts())
+    assert got == [(t, {"i": i}) for i, (t, _) in enumerate(good)] * 2

@@ -11,8 +11,8 @@ received, so only a crash or SIGKILL can lose events, and then only those not ye
 (received after the last committed batch); the file stays a valid database (WAL).
 
 Each stored event keeps its received `__data_time`, `__wire_time`, `__seq` and our receive time.
-Bodies are not decoded in Python: SQLite's JSON functions split them into rows (see
-`EventWriter.write_frames`). A malformed message is counted and logged, never stored half;
+Bodies are not decoded in Python: SQLite's JSON functions take the reserved keys out of a
+whole batch in one statement (see `EventWriter.write_frames`). A malformed message is counted and logged, never stored half;
 a database error (locked, full) stops the recorder and is raised by the next `check()` / `close()`.
 """
 from __future__ import annotations
@@ -148,7 +148,7 @@ class EventRecorder:
 
     def _take(self) -> list[tuple[str, bytes, float]]:
         """Waiting messages (one burst) as (topic, body, receive time). Bodies are not
-        decoded here: SQLite splits them into rows (a malformed one is skipped there)."""
+        decoded here: SQLite reads them (a malformed one is skipped there)."""
         taken: list[tuple[str, bytes, float]] = []
         sock, now, seq = self._sock, clock.now(), self.seq
         for _ in range(BURST):

@@ -7,8 +7,9 @@ from 1 so a consumer sees loss). Times are float epoch seconds. Non-finite numbe
 `null`, because other JSON parsers reject NaN.
 
 Rows (spec §4, decided here): one `attribute` row per non-reserved key with the value's text
-and a `data_type`. We write `int`, `float` (repr: exact round trip), `bool` (`true`/`false`),
-`str`, `null` and `json` (lists, objects). We also read `tcs_lib`'s `number`, `boolean` and
+and a `data_type`. Our schema's `attribute` view (`hil.protocols.events_db`) shows `int`,
+`float` (the JSON text: exact), `bool` (`true`/`false`), `str`, `null` and `json` (lists,
+objects). We also read `tcs_lib`'s `number`, `boolean` and
 `string`; any other type is read as a string (and counted by the reader). Our typed values
 decode by type; the fail-safe `convert_bool` then `convert_number` flags apply only to text
 (`str`, `string`, `number`, `boolean`, unknown), so "1" stays a number and "true" a bool.
@@ -300,43 +301,6 @@ def _finite(value: Any) -> Any:
 
 
 # --------------------------------------------------------------------------- rows
-def to_row(value: Any) -> tuple[str | None, str]:
-    """(stored text, data_type) of one attribute value, in the vocabulary we write."""
-    kind = type(value)
-    if kind is str:
-        return value, "str"
-    if kind is float:
-        return (repr(value), "float") if math.isfinite(value) else (None, "null")
-    if kind is bool:
-        return ("true" if value else "false"), "bool"
-    if kind is int:
-        return str(value), "int"
-    if value is None:
-        return None, "null"
-    if isinstance(value, (list, dict, tuple)):
-        return _encode(_finite(value)), "json"
-    if isinstance(value, bool):
-        return ("true" if value else "false"), "bool"
-    if isinstance(value, int):
-        return str(int(value)), "int"
-    if isinstance(value, float):
-        return to_row(float(value))
-    if isinstance(value, str):
-        return str(value), "str"
-    raise ProtocolError(f"cannot store a {type(value).__name__} value: {value!r}",
-                        field="value")
-
-
-def to_rows(body: Mapping[str, Any]) -> list[tuple[str, str | None, str]]:
-    """(name, text, data_type) for every non-reserved key of `body`."""
-    rows = []
-    for name, value in body.items():
-        if name not in RESERVED:
-            text, kind = to_row(value)
-            rows.append((name, text, kind))
-    return rows
-
-
 def convert_number(text: str) -> Any:
     """int, else float, else `text` unchanged (spec §1: fail-safe)."""
     try:

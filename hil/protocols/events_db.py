@@ -4,16 +4,17 @@ Schema we write (spec events-replay §4, decided here; the reader also takes `tc
 
     event(id INTEGER PRIMARY KEY, topic TEXT NOT NULL, __data_time REAL, __wire_time REAL,
           __seq INTEGER, receive_time REAL, body TEXT)  -- reserved keys are columns, never rows
-    attribute(event_id, name, value TEXT, data_type TEXT)  -- indexed by event_id; rowid keeps
-                                                             -- the payload's key order
+    attribute(event_id, name, value, data_type)      -- a VIEW: one row per key of `body`
     console(id INTEGER PRIMARY KEY, session TEXT, time REAL, direction 'rx'|'tx', data BLOB)
     hil_meta(key PRIMARY KEY, value)                 -- schema version, writer
 
-`attribute` rows are the payload for queries and for `tcs_lib`-style readers; `event.body`
-keeps the same payload as the JSON text received (reserved keys removed, numbers exactly as
-they were written), so a replay sends it without decoding and re-encoding. The recorder's
-`write_frames` lets SQLite's JSON functions (C) split received bodies into rows; a batch with a
-malformed body falls back to decoding each event here, skipping (and counting) the bad ones.
+`event.body` is the payload as the JSON text received (reserved keys removed, numbers exactly as
+they were written), so a replay sends it without decoding and re-encoding. The payload is stored
+once: `attribute` is a view that SQLite's JSON functions compute from `body` (types `int`,
+`float`, `bool`, `str`, `null`, `json`; numbers as their JSON text), for queries and for
+`tcs_lib`-style readers (SQLite cuts a key at a NUL character there; `body` keeps it whole). Schema 1 stored those rows a second time in a table; writing them cost
+more than half of the recorder's time, so schema 2 (this one) derives them instead. A file of
+schema 1 still replays; appending to it is refused with a clear error.
 
 Writes go in batches, one transaction each, in WAL mode: a process killed (even SIGKILL)
 leaves a valid database holding every committed batch. `close()` checkpoints back to a single
@@ -22,17 +23,19 @@ database gives an `InstrumentError` naming the file and what to do.
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
 from hil.errors import InstrumentError, ProtocolError
 from hil.protocols.events import (DATA_TIME, RESERVED, SEQ, WIRE_TIME, Event, decode,
-                                  encode_body, to_rows)
+                                  encode_body)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 BUSY_TIMEOUT_S = 2.0
 
 SCHEMA = f"""
@@ -48,13 +51,16 @@ CREATE TABLE IF NOT EXISTS event (
 CREATE INDEX IF NOT EXISTS event_wire_time ON event({WIRE_TIME});
 CREATE INDEX IF NOT EXISTS event_data_time ON event({DATA_TIME});
 CREATE INDEX IF NOT EXISTS event_topic ON event(topic);
-CREATE TABLE IF NOT EXISTS attribute (
-    event_id  INTEGER NOT NULL REFERENCES event(id),
-    name      TEXT NOT NULL,
-    value     TEXT,
-    data_type TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS attribute_event ON attribute(event_id);
+CREATE VIEW IF NOT EXISTS attribute(event_id, name, value, data_type) AS
+    SELECT e.id, j.key,
+           CASE j.type WHEN 'text' THEN j.value WHEN 'null' THEN NULL
+                       ELSE coalesce(e.body -> j.fullkey, j.value) END,
+           CASE j.type WHEN 'integer' THEN 'int' WHEN 'real' THEN 'float'
+                       WHEN 'true' THEN 'bool' WHEN 'false' THEN 'bool' WHEN 'text' THEN 'str'
+                       WHEN 'null' THEN 'null' ELSE 'json' END
+    FROM event e, json_each(CASE WHEN NOT json_valid(e.body) THEN '{{}}'
+                                 WHEN json_type(e.body) = 'object' THEN e.body
+                                 ELSE '{{}}' END) j;
 CREATE TABLE IF NOT EXISTS console (
     id        INTEGER PRIMARY KEY,
     session   TEXT NOT NULL,
@@ -111,7 +117,6 @@ class EventWriter:
                 self._db.execute(f"PRAGMA max_page_count={max(1, int(max_bytes) // page)}")
             self._db.executescript("BEGIN IMMEDIATE;" + SCHEMA + "COMMIT;")
             self._db.execute("PRAGMA temp_store=MEMORY")
-            self._db.execute(_INCOMING)
             self._check_schema()
             self._db.execute("INSERT OR REPLACE INTO hil_meta VALUES ('schema', ?), "
                              "('writer', ?)", (SCHEMA_VERSION, writer))
@@ -129,25 +134,27 @@ class EventWriter:
             raise ProtocolError(f"table event lacks columns {sorted(missing)}: the file is "
                                 "not in hil's schema (a tcs_lib database can be replayed, not "
                                 "appended to)", where=str(self.path))
+        kind = self._db.execute("SELECT type FROM sqlite_master WHERE name = 'attribute'")
+        if kind.fetchone() != ("view",):
+            raise ProtocolError("was written in hil's event schema 1 (attribute rows in a "
+                                "table); it replays as it is, but record into a new file",
+                                where=str(self.path))
 
     def write(self, events: Sequence[Event]) -> None:
         """Store `events` in one transaction (all or none)."""
         if not events:
             return
-        event_rows: list[tuple[Any, ...]] = []
-        attr_rows: list[tuple[Any, ...]] = []
+        rows: list[tuple[Any, ...]] = []
         try:
             self._db.execute("BEGIN IMMEDIATE")
             next_id = (self._db.execute("SELECT max(id) FROM event").fetchone()[0] or 0) + 1
             for i, ev in enumerate(events, next_id):
                 body = ev.body
                 fields = {k: v for k, v in body.items() if k not in RESERVED}
-                event_rows.append((i, ev.topic, body.get(DATA_TIME), body.get(WIRE_TIME),
-                                   body.get(SEQ), ev.received if ev.received == ev.received
-                                   else None, encode_body(fields).decode()))
-                attr_rows.extend((i, name, text, kind) for name, text, kind in to_rows(fields))
-            self._db.executemany("INSERT INTO event VALUES (?,?,?,?,?,?,?)", event_rows)
-            self._db.executemany("INSERT INTO attribute VALUES (?,?,?,?)", attr_rows)
+                rows.append((i, ev.topic, body.get(DATA_TIME), body.get(WIRE_TIME),
+                             body.get(SEQ), ev.received if ev.received == ev.received
+                             else None, encode_body(fields).decode()))
+            self._db.executemany("INSERT INTO event VALUES (?,?,?,?,?,?,?)", rows)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
@@ -159,36 +166,35 @@ class EventWriter:
         self.events_written += len(events)
 
     def write_frames(self, frames: Sequence[tuple[str, bytes, float]]) -> int:
-        """Store received `(topic, JSON body, receive time)` in one transaction, split into
-        rows by SQLite; returns how many were malformed (skipped, see `write`).
+        """Store received `(topic, JSON body, receive time)` in one transaction, the reserved
+        keys taken out by SQLite; returns how many were malformed (skipped, see `write`).
 
-        The batch goes as it is into a temporary staging table (a cheap row each, no Python
-        objects made per event), then two `INSERT … SELECT` statements split it: the heavy
-        work runs in two calls that release the GIL for their whole length, so a receiving
-        thread runs meanwhile. Staging rowids count from 1 (the table is empty between
-        batches), so event id = rowid + next id − 1."""
+        The whole batch is one `INSERT … SELECT` statement (its own transaction) over two
+        parameters: the bodies joined into one blob, and a JSON array of (topic, time,
+        offset, length) that cuts it. So all of SQLite's work runs in one call that releases
+        the GIL once for its whole length: each statement hands the GIL back and forth, and
+        while a receiving thread is busy each hand-back can wait out Python's switch
+        interval (5 ms), which a row-by-row `executemany` pays per row. Bodies are cut by
+        offset, never parsed as one text, so no body can change its neighbours. A body that
+        is not UTF-8, not a JSON object, or has a reserved key that is not a number fails
+        the batch, which then takes the checked path."""
         if not frames:
             return 0
+        bodies = [body for _, body, _ in frames]
+        blob = b"".join(bodies)
+        starts = accumulate(map(len, bodies), initial=1)
+        cuts = json.dumps([(topic, t, start, len(body)) for (topic, body, t), start
+                           in zip(frames, starts)])
         db = self._db
         try:
-            db.execute("BEGIN IMMEDIATE")
-            next_id = (db.execute("SELECT max(id) FROM event").fetchone()[0] or 0) + 1
-            b"\n".join([body for _, body, _ in frames]).decode()   # UTF-8, or the checked path
-            db.executemany(_STAGE, frames)
-            db.execute(_INSERT_EVENTS, (next_id - 1,))
-            db.execute(_INSERT_ATTRIBUTES, (next_id - 1,))
-            db.execute("DELETE FROM temp.incoming")
-            if db.execute(_BAD_RESERVED, (next_id,)).fetchone()[0]:
-                raise sqlite3.IntegrityError("a reserved key is not a number")
-            db.execute("COMMIT")
+            blob.decode()                    # UTF-8, or the checked path
+            db.execute(_INSERT_BATCH, (cuts, blob))
         except (sqlite3.OperationalError, sqlite3.IntegrityError, UnicodeDecodeError) as exc:
-            self._rollback()
             if isinstance(exc, sqlite3.OperationalError) and "JSON" not in str(exc):
                 raise db_error(self.path, exc, f"writing a batch of {len(frames)} events "
                                                "(not stored)") from None
             return self._write_checked(frames)
         except sqlite3.Error as exc:
-            self._rollback()
             raise db_error(self.path, exc, f"writing a batch of {len(frames)} events "
                                            "(not stored)") from None
         self.events_written += len(frames)
@@ -244,35 +250,22 @@ class EventWriter:
         self.close()
 
 
-# the staging table of `write_frames`: one received message a row, split by the two below
-_INCOMING = ("CREATE TEMP TABLE IF NOT EXISTS incoming (id INTEGER PRIMARY KEY, topic TEXT, "
-             "body TEXT, receive_time REAL)")
-_STAGE = "INSERT INTO temp.incoming(topic, body, receive_time) VALUES (?, CAST(? AS TEXT), ?)"
-_INSERT_EVENTS = (
-    "INSERT INTO event(id, topic, __data_time, __wire_time, __seq, receive_time, body) "
-    "SELECT ?1 + id, iif(json_type(body) = 'object', topic, NULL), "
+# `write_frames`' batch: ?1 = [[topic, receive time, 1-based offset, length], …] into the blob
+# ?2 of bodies; ids follow on (max(id) + 1 …). A body that is no JSON object or has a reserved
+# key of the wrong JSON type gets a NULL topic (NOT NULL fails the batch); a malformed one
+# makes the JSON functions fail it.
+_RESERVED_OK = (
+    f"coalesce(json_type(body, '$.{DATA_TIME}'), 'null') IN ('integer', 'real', 'null') AND "
+    f"coalesce(json_type(body, '$.{WIRE_TIME}'), 'null') IN ('integer', 'real', 'null') AND "
+    f"coalesce(json_type(body, '$.{SEQ}'), 'null') IN ('integer', 'null')")
+_INSERT_BATCH = (
+    "WITH s(k, topic, t, body) AS MATERIALIZED (SELECT c.key, c.value ->> 0, c.value ->> 1, "
+    "CAST(substr(?2, c.value ->> 2, c.value ->> 3) AS TEXT) FROM json_each(?1) c) "
+    "INSERT INTO event(topic, __data_time, __wire_time, __seq, receive_time, body) "
+    f"SELECT iif(json_type(body) = 'object' AND {_RESERVED_OK}, topic, NULL), "
     f"json_extract(body, '$.{DATA_TIME}'), json_extract(body, '$.{WIRE_TIME}'), "
-    f"json_extract(body, '$.{SEQ}'), receive_time, "
-    f"json_remove(body, '$.{DATA_TIME}', '$.{WIRE_TIME}', '$.{SEQ}') FROM temp.incoming "
-    "ORDER BY id")
-# a batch whose reserved values are not all numbers takes the checked path
-_BAD_RESERVED = (
-    f"SELECT count(*) FROM event WHERE id >= ? AND ("
-    f"typeof({DATA_TIME}) NOT IN ('real', 'integer', 'null') OR "
-    f"typeof({WIRE_TIME}) NOT IN ('real', 'integer', 'null') OR "
-    f"typeof({SEQ}) NOT IN ('integer', 'null'))")
-# numbers keep their JSON text (`->`): a REAL would come back as 15 digits, not the repr.
-# Rows go in event order, and within an event in json_each's (document) order, as a nested
-# loop yields them; `ORDER BY s.id` is the scan order (no sort), so rowid keeps key order.
-_INSERT_ATTRIBUTES = (
-    "INSERT INTO attribute(event_id, name, value, data_type) "
-    "SELECT ?1 + s.id, j.key, CASE j.type WHEN 'text' THEN j.value WHEN 'null' THEN NULL "
-    "ELSE s.body -> j.fullkey END, "
-    "CASE j.type WHEN 'integer' THEN 'int' WHEN 'real' THEN 'float' WHEN 'true' THEN 'bool' "
-    "WHEN 'false' THEN 'bool' WHEN 'text' THEN 'str' WHEN 'null' THEN 'null' ELSE 'json' END "
-    "FROM temp.incoming s, json_each(s.body) j "
-    f"WHERE j.key NOT IN ('{DATA_TIME}', '{WIRE_TIME}', '{SEQ}') ORDER BY s.id")
-
+    f"json_extract(body, '$.{SEQ}'), t, "
+    f"json_remove(body, '$.{DATA_TIME}', '$.{WIRE_TIME}', '$.{SEQ}') FROM s ORDER BY k")
 
 # --------------------------------------------------------------------------- console sessions
 @dataclass(frozen=True)
@@ -299,7 +292,9 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
 
 
 def tables(db: sqlite3.Connection) -> set[str]:
-    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    """Names of the tables and views in `db`."""
+    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type IN "
+                                     "('table', 'view')")}
 
 
 def console_sessions(path: str | Path) -> list[str]:

@@ -159,9 +159,10 @@ class Replay:
             timing = key or f"COALESCE({wire}, e.__data_time)"
             where, args = f"WHERE {timing} BETWEEN ? AND ?", tuple(self.window)
         order = f"{key}, e.id" if key else "e.id"
-        if self._fast:
+        if self._layout.body_column:
             return (f"SELECT e.id, e.topic, e.__data_time, {wire}, "
-                    f"iif(json_valid(e.body), e.body, NULL) FROM event e {where} "
+                    f"CASE WHEN NOT json_valid(e.body) THEN NULL WHEN json_type(e.body) = "
+                    f"'object' THEN e.body END FROM event e {where} "
                     f"ORDER BY {order}"), args
         sql = (f"SELECT e.id, e.topic, e.__data_time, {wire}, a.name, a.value, a.data_type "
                f"FROM event e LEFT JOIN attribute a ON a.event_id = e.id {where} "
@@ -240,25 +241,27 @@ class Replay:
             except sqlite3.Error as exc:
                 raise ProtocolError(f"cannot read events: {exc}", where=str(self.db)) from None
             if self._fast:
-                yield from self._fast_pass(db, cursor, clock, shift)
+                yield from self._fast_pass(cursor, clock, shift)
+                return
+            if self._layout.body_column:
+                while rows := cursor.fetchmany(FETCH_ROWS):
+                    for event_id, topic, data_t, wire_t, text in rows:
+                        yield self._event(event_id, topic, data_t, wire_t, text, clock, shift)
                 return
             for event_id, topic, data_t, wire_t, attrs in _grouped(cursor):
                 yield self._event(event_id, topic, data_t, wire_t, attrs, clock, shift)
         finally:
             db.close()
 
-    def _fast_pass(self, db: sqlite3.Connection, cursor: sqlite3.Cursor, clock: _Schedule,
+    def _fast_pass(self, cursor: sqlite3.Cursor, clock: _Schedule,
                    shift: float) -> Iterator[tuple[Item, float | None]]:
-        """Rows with a valid `body` go out as text; others are rebuilt from attribute rows."""
+        """Rows with a valid `body` go out as that text (the others are skipped, counted)."""
         sort_by, stats, stop = self.sort_by, self.stats, self._stop
         accepts = self._accepts if self.topics is not None else None
         while rows := cursor.fetchmany(FETCH_ROWS):
             for event_id, topic, data_t, wire_t, body in rows:
                 if body is None or not isinstance(topic, str) or not topic:
-                    attrs = db.execute("SELECT name, value, data_type FROM attribute WHERE "
-                                       "event_id = ? ORDER BY rowid", (event_id,)).fetchall()
-                    yield self._event(event_id, topic, data_t, wire_t,
-                                      attrs or [(None, None, None)], clock, shift)
+                    yield self._event(event_id, topic, data_t, wire_t, body, clock, shift)
                     continue
                 if accepts is not None and not accepts(topic):
                     stats.filtered += 1
@@ -290,13 +293,20 @@ class Replay:
         return topic in self.topics
 
     def _event(self, event_id: int, topic: Any, data_t: Any, wire_t: Any,
-               attrs: list[tuple[Any, Any, Any]], clock: _Schedule,
+               payload: list[tuple[Any, Any, Any]] | str | None, clock: _Schedule,
                shift: float) -> tuple[tuple[str, dict[str, Any]] | None, float | None]:
+        """One event as (topic, body) at its time: `payload` is its attribute rows, or its
+        `body` text (hil's schema; None when that text is not valid JSON)."""
         if not isinstance(topic, str) or not topic:
             return self._bad(event_id, "no topic", f"topic is {topic!r}"), None
         if not self._accepts(topic):
             self.stats.filtered += 1
             return None, None
+        if payload is None:
+            return self._bad(event_id, "broken JSON", "body is not a JSON object"), None
+        attrs = _body_rows(payload) if isinstance(payload, str) else payload
+        if attrs is None:
+            return self._bad(event_id, "broken JSON", "body is not a JSON object"), None
         body: dict[str, Any] = {}
         numbers, bools = self.convert_number, self.convert_bool
         for name, value, kind in attrs:
@@ -310,6 +320,10 @@ class Replay:
                     wire_t = _number(value)
                 elif name == codec.DATA_TIME and data_t is None:
                     data_t = _number(value)
+                continue
+            if kind is _DECODED:
+                body[name] = codec.from_row(value, "str", numbers=numbers, bools=bools) \
+                    if isinstance(value, str) else value
                 continue
             if kind not in codec.KNOWN_TYPES:
                 self.stats.unknown_types += 1
@@ -396,6 +410,20 @@ def _grouped(cursor: sqlite3.Cursor) -> Iterator[tuple[int, Any, Any, Any,
             attrs.append((name, value, kind))
     if current is not None:
         yield current, head[0], head[1], head[2], attrs
+
+
+_DECODED = object()            # the data type of a value decoded from `body` already
+
+
+def _body_rows(text: str) -> list[tuple[str, Any, object]] | None:
+    """A `body` text as (name, value, _DECODED) rows; None if it is not a JSON object."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    return [(name, value, _DECODED) for name, value in body.items()] or [(None, None, None)]
 
 
 def _number(value: Any) -> float | None:
