@@ -32,10 +32,11 @@ def test_encode_decode_round_trip(topic, body):
 
 
 @settings(max_examples=80, deadline=None)
-@given(body=st.dictionaries(names.filter(lambda k: "\x00" not in k), json_values, max_size=8))
+@given(body=st.dictionaries(names, json_values, max_size=8).filter(
+    lambda b: not any("\x00" in str(k) + (v if isinstance(v, str) else "") for k, v in b.items())))
 def test_attribute_view_rows_decode_to_the_written_values(body):
     """The stored form: EventWriter's `body` text seen through the `attribute` view (SQLite
-    cuts a name at NUL: documented in events_db)."""
+    cuts a name or a text value at NUL there: documented in events_db)."""
     with tempfile.TemporaryDirectory() as tmp:
         with EventWriter(Path(tmp) / "e.sqlite") as writer:
             writer.write([codec.Event("t", body)])
@@ -45,8 +46,8 @@ def test_attribute_view_rows_decode_to_the_written_values(body):
     for name, text, kind in rows:
         assert kind in codec.WRITTEN_TYPES
         assert codec.from_row(text, kind) == body[name]
-        # the conversion flags never touch a typed value
-        assert codec.from_row(text, kind, numbers=True, bools=True) == body[name]
+        if kind != "str":                # the conversion flags never touch a typed value
+            assert codec.from_row(text, kind, numbers=True, bools=True) == body[name]
 
 
 @settings(max_examples=60, deadline=None)

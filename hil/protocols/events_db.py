@@ -12,8 +12,9 @@ Schema we write (spec events-replay §4, decided here; the reader also takes `tc
 they were written), so a replay sends it without decoding and re-encoding. The payload is stored
 once: `attribute` is a view that SQLite's JSON functions compute from `body` (types `int`,
 `float`, `bool`, `str`, `null`, `json`; numbers as their JSON text), for queries and for
-`tcs_lib`-style readers (SQLite cuts a key at a NUL character there; `body` keeps it whole). Schema 1 stored those rows a second time in a table; writing them cost
-more than half of the recorder's time, so schema 2 (this one) derives them instead. A file of
+`tcs_lib`-style readers (SQLite cuts a key or a text value at a NUL character there; `body`
+keeps it whole). Schema 1 stored those rows a second time in a table; writing them cost more
+than half of the recorder's time, so schema 2 (this one) derives them instead. A file of
 schema 1 still replays; appending to it is refused with a clear error.
 
 Writes go in batches, one transaction each, in WAL mode: a process killed (even SIGKILL)
