@@ -2,7 +2,8 @@
 bare numpy decode of the same recorded bytes; and TSSC decoding, ours vs `sttpapi`'s.
 
   * ours    — `SttpSubscriber.chunks()` from `hil sim sttp --fast --points 1000` running in its
-              own process: recv_into, runs of packets decoded with one strided numpy view;
+              own process: recv_into (plus what is already queued, up to 1 MiB), runs of
+              packets decoded with one strided numpy view;
   * sttpapi — `sttp.subscriber.Subscriber` (its defaults: TSSC asked, compact received) on the
               same publisher, counting measurements delivered to its callback;
   * bare    — the ceiling: the recorded stream (same bytes) cut into packets of known size and
@@ -207,8 +208,9 @@ def publisher_build(seconds: float) -> float:
         per = streamer.per_batch
         start, frames = time.perf_counter(), 0
         while time.perf_counter() - start < seconds:
-            streamer.batch(frames, per).view(np.uint8)
-            frames += per
+            batch = streamer.batch(frames, per)
+            batch.view(np.uint8)
+            frames += len(batch)
         return frames * POINTS / (time.perf_counter() - start)
 
 

@@ -133,20 +133,29 @@ def _known(index: np.ndarray, cache: SignalIndexCache | None, offset_of: object)
 @dataclass(frozen=True)
 class _Flags:
     """The compact flags bytes of some records, with their AND (`common`) and OR (`union`)
-    over all records: equal when every record has the same flags (the usual case: the full
-    flags are one fill, no look-up; and every record has the same time size)."""
+    over all records: equal when every record has the same flags (the usual case: no copy of
+    the bytes, the full flags are one fill, and every record has the same time size)."""
 
-    compact: np.ndarray
+    size: int
     common: int
     union: int
+    mixed: np.ndarray | None         # the bytes (a copy: holds no receive buffer) unless uniform
 
     @classmethod
     def of(cls, rec: np.ndarray) -> _Flags:
-        compact = rec["flags"].astype(np.uint8).ravel()   # a copy: holds no receive buffer
-        if not compact.size:
-            return cls(compact, 0, 0)
-        return cls(compact, int(np.bitwise_and.reduce(compact)),
-                   int(np.bitwise_or.reduce(compact)))
+        view = rec["flags"]
+        if not view.size:
+            return cls(0, 0, 0, None)
+        common = int(np.bitwise_and.reduce(view, axis=None))
+        union = int(np.bitwise_or.reduce(view, axis=None))
+        mixed = view.astype(np.uint8).ravel() if common != union else None
+        return cls(int(view.size), common, union, mixed)
+
+    @property
+    def compact(self) -> np.ndarray:
+        if self.mixed is not None:
+            return self.mixed
+        return np.full(self.size, self.common, dtype=np.uint8)
 
     @property
     def mixed_time_sizes(self) -> bool:
@@ -156,16 +165,16 @@ class _Flags:
     def full(self) -> np.ndarray:
         """The full 32-bit state flags of every record."""
         if self.common == self.union == 0:
-            return np.zeros(self.compact.size, dtype=np.uint32)
+            return np.zeros(self.size, dtype=np.uint32)
         if self.common == self.union:
-            return np.full(self.compact.size, FULL_FLAGS[self.common], dtype=np.uint32)
+            return np.full(self.size, FULL_FLAGS[self.common], dtype=np.uint32)
         return FULL_FLAGS[self.compact]
 
 
 def _times(rec: np.ndarray, mode: TimeMode, time_bytes: int, flags: _Flags,
            offset_of: object) -> np.ndarray:
     if time_bytes == 0:
-        return np.zeros(flags.compact.size, dtype=np.uint64)
+        return np.zeros(flags.size, dtype=np.uint64)
     raw = rec["time"].astype(np.uint64).ravel()
     if time_bytes == 8:
         return raw

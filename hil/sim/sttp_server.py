@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 7165
 FAULT_KINDS = ("drop", "duplicate", "corrupt", "stall", "disconnect", "length", "unknown")
 BATCH_BYTES = 1 << 20        # fast mode: bytes of frames per sendall
-CYCLE_VALUES = 4 << 20       # fast mode: values of one repeating cycle kept precomputed
+CYCLE_VALUES = 2 << 20       # fast mode: values of one repeating cycle kept as frames (17 B each)
 POLL = 0.05                  # threads look at their stop flags at least this often
 KEEPALIVE = 5.0              # NoOP after this much silence on a connection
 
@@ -342,9 +342,10 @@ class _Streamer(threading.Thread):
     """Sends one subscription's frames: in real time, or flat out in batches.
 
     Frames are written into one preallocated batch whose headers and signal indices never
-    change; each batch only gets its values and time stamps. Flat out, the values come from a
-    precomputed cycle of frames when every point repeats within one (the default points do:
-    600 frames at 30/s), so the publisher costs about a copy per frame, not a sine."""
+    change; each batch only gets its values and time stamps. Flat out, when every point
+    repeats within a cycle of frames (the default points do: 600 frames at 30/s), the whole
+    cycle is built once and batches are slices of it that only get their time stamps: the
+    publisher then costs about a time stamp per value and the socket's copy."""
 
     def __init__(self, session: _Session, positions: np.ndarray, slot: int,
                  include_time: bool) -> None:
@@ -376,30 +377,34 @@ class _Streamer(threading.Thread):
         return frames
 
     def _cycle(self) -> np.ndarray | None:
-        """Values of the frames 0 … period-1 (frames × points), if small enough."""
+        """The frames 0 … period-1 with their values (times are set per batch), if small
+        enough."""
         period = self.server.points.period_frames(self.server.rate)
         if period is None or period * len(self.server.points) > CYCLE_VALUES:
             return None
-        return np.ascontiguousarray(self._computed(0, period), dtype=">f4")   # wire order
+        frames = self._template(period)
+        frames["rec"]["value"] = self._computed(0, period)
+        return frames
 
     def _computed(self, first: int, count: int) -> np.ndarray:
         times = self.first_time + np.arange(first, first + count) / self.server.rate
         return self.server.points.values(times - self.server.origin)[:, self.positions]
 
     def batch(self, first: int, count: int) -> np.ndarray:
-        """Frames first … first+count-1, valid until the next call (the batch is reused)."""
-        if count > len(self.frames):
-            self.frames = self._template(count)
-        frames = self.frames[:count]
-        rec = frames["rec"]
+        """Frames first … first+count-1, valid until the next call (the batch is reused);
+        fewer at the end of a precomputed cycle."""
         if self.cycle is not None:
-            rec["value"] = self.cycle.take(np.arange(first, first + count) % len(self.cycle),
-                                           axis=0)
+            at = first % len(self.cycle)
+            frames = self.cycle[at:at + count]
+            count = len(frames)
         else:
-            rec["value"] = self._computed(first, count)
+            if count > len(self.frames):
+                self.frames = self._template(count)
+            frames = self.frames[:count]
+            frames["rec"]["value"] = self._computed(first, count)
         if self.include_time:
             times = self.first_time + np.arange(first, first + count) / self.server.rate
-            rec["time"] = from_unix(times)[:, None]
+            frames["rec"]["time"] = from_unix(times)[:, None]
         return frames
 
     def run(self) -> None:
@@ -426,9 +431,10 @@ class _Streamer(threading.Thread):
                 count = min(due, per_batch)
             else:
                 count = per_batch
-            if not self.send(self.batch(frame, count), frame):
+            frames = self.batch(frame, count)
+            if not self.send(frames, frame):
                 return
-            frame += count
+            frame += len(frames)
 
     def send(self, frames: np.ndarray, first: int) -> bool:
         """Send a batch, applying the faults that fall in it; False ends the stream."""
