@@ -17,7 +17,7 @@ import pytest
 
 from hil import clock
 from hil.buses import Bus, Match, SerialBus, TcpBus
-from hil.errors import BusTimeout, ConnectionLost
+from hil.errors import BusError, BusTimeout, ConnectionLost
 
 WAIT = 5.0          # every wait in these tests ends by then (no test should come close)
 
@@ -273,6 +273,30 @@ def test_peer_closing_mid_expect_raises_connection_lost_at_once(link: PtyLink | 
     assert "regex 'never'" in message and "last words\\r\\n" in message
     with pytest.raises(ConnectionLost):
         link.bus.write(b"anyone?")
+
+
+def test_closing_the_bus_mid_expect_is_a_clear_error(link: PtyLink | TcpLink) -> None:
+    closer = threading.Timer(0.05, link.bus.close)
+    closer.start()
+    with pytest.raises(BusError, match="closed while waiting"):
+        link.bus.expect("never", timeout=60)       # a BusTimeout would take a minute
+    closer.join()
+
+
+def test_the_reader_takes_over_after_each_wait(link: PtyLink | TcpLink) -> None:
+    """While a caller waits it reads the transport and the reader thread keeps off; after
+    the wait the reader reads (and stamps) what comes, with no call made."""
+    bus, device = link.bus, link.device
+    for round_ in range(3):
+        device.send(b"ping %d\n" % round_)
+        assert bus.expect(r"ping (\d)").group(1) == str(round_)
+        before = bus.received
+        sent = clock.now()
+        device.send(b"unasked\n")
+        received(bus, before + 8)                  # read by the reader thread: no call
+        with bus.buffer.lock:
+            stamp = bus.buffer.time_at(bus.buffer.end - 1)
+        assert sent <= stamp < sent + WAIT
 
 
 def test_bytes_before_the_hang_up_can_still_be_read(link: PtyLink | TcpLink) -> None:

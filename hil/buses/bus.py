@@ -9,10 +9,13 @@ data, text decoding, engines) are described in `hil.buses.matcher`.
 Latency without skew: a caller waiting in expect reads the transport itself when it can (one
 reader at a time, `_read_lock`), so bytes reach it without a thread switch, which on a VM costs
 more than everything else in a write-to-match round trip. The reader thread keeps off the
-transport exactly while a caller is in such a wait (if bytes wake it meanwhile, it steps back:
-interrupting its poll when a wait begins measured 30-50 µs slower a round trip) and takes over
-the moment the last one stops waiting, so no byte sits unread — and
-unstamped — while nobody reads. `mark()` reads what already arrived before it takes its point.
+transport exactly while a caller is in such a wait: the transport takes the fd out of the
+reader's epoll set (`pause_reader`, no wake-up), so the caller's bytes do not also wake the
+reader thread to race it for the GIL (20-40 µs a round trip, measured in alternating blocks;
+interrupting the reader's poll at each wait start measured slower still). When the last caller
+stops, the fd goes back (`resume_reader`), which wakes the reader only if bytes are already
+there: no byte sits unread — and unstamped — while nobody reads. `mark()` reads what already
+arrived before it takes its point.
 
 Errors: `BusTimeout` (what was awaited, for how long, what was unread when the wait began and
 what came during it, the tail), `ConnectionLost` (peer closed or the reader failed: at once,
@@ -83,6 +86,7 @@ class Bus:
         self._read_lock = threading.Lock()      # held by whoever reads the transport
         self._turn = threading.Condition(threading.Lock())  # guards `_callers`:
         self._callers = 0                       # callers that read (or want to) in their wait
+        self._parked = False                    # the reader thread rests in `_turn.wait()`
         self._waiting = 0                       # callers in a wait of any kind (buffer.lock)
         self._closing = False
         self._reader = threading.Thread(target=self._read_loop, daemon=True,
@@ -286,11 +290,14 @@ class Bus:
         transport, error, more = self._transport, None, False
         try:
             while not self._closing and not self.buffer.closed:
-                with self._turn:
-                    while self._callers and not self._closing:
-                        more = False
-                        self._turn.wait()       # until the last caller stops waiting
-                # after a big chunk, more is likely there: read on at once
+                if self._callers:               # seen after a read or a wake: rest until
+                    with self._turn:            # the last caller stops waiting
+                        while self._callers and not self._closing:
+                            more, self._parked = False, True
+                            self._turn.wait()
+                        self._parked = False
+                # after a big chunk, more is likely there: read on at once. While callers
+                # wait, the transport keeps this wait from waking for data (pause_reader).
                 ready = more or transport.wait()
                 if not ready or self._callers:  # closing, or a caller reads now
                     more = False
@@ -366,16 +373,22 @@ class Bus:
 
     def _start_reading(self) -> None:
         """A caller begins a wait in which it reads the transport itself: the reader thread
-        keeps off (if bytes wake it from its poll meanwhile, it leaves them to the caller)."""
+        keeps off, and its wait no longer wakes for data (no race for the GIL when bytes
+        come: that costs 20-40 µs a round trip on a VM)."""
         with self._turn:
             self._callers += 1
+            if self._callers == 1:
+                self._transport.pause_reader()
 
     def _stop_reading(self) -> None:
-        """A caller's wait ends: the last one hands the transport back to the reader thread."""
+        """A caller's wait ends: the last one hands the transport back to the reader thread,
+        whose wait wakes only if bytes are already there (or come later)."""
         with self._turn:
             self._callers -= 1
             if not self._callers:
-                self._turn.notify()
+                self._transport.resume_reader()
+                if self._parked:
+                    self._turn.notify()
 
     def _read_here(self, seconds: float) -> None:
         """Read the transport in this (waiting) thread, for at most `seconds`; hold

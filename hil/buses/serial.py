@@ -119,6 +119,14 @@ class SerialTransport:
         if self._waiter is not None:
             self._waiter.wake()
 
+    def pause_reader(self) -> None:
+        if self._waiter is not None:
+            self._waiter.pause()
+
+    def resume_reader(self) -> None:
+        if self._waiter is not None:
+            self._waiter.resume()
+
     def close(self) -> None:
         if self._wfd >= 0:
             os.close(self._wfd)

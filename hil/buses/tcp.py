@@ -56,6 +56,12 @@ class TcpTransport:
     def wake(self) -> None:
         self._waiter.wake()
 
+    def pause_reader(self) -> None:
+        self._waiter.pause()
+
+    def resume_reader(self) -> None:
+        self._waiter.resume()
+
     def close(self) -> None:
         self.sock.close()
         self._waiter.close()

@@ -32,6 +32,13 @@ class Transport(Protocol):
     def wake(self) -> None:
         """Make every wait return False from now on (the bus is closing)."""
 
+    def pause_reader(self) -> None:
+        """Keep the reader thread's `wait()` from waking for data (a caller reads now);
+        only `direct` transports are asked."""
+
+    def resume_reader(self) -> None:
+        """Undo `pause_reader`: a `wait()` in progress returns at once if data is there."""
+
     def close(self) -> None: ...
 
 
@@ -42,17 +49,25 @@ def _ms(timeout: float) -> int:
 class FdWaiter:
     """Waits until a file descriptor is readable, or until `wake()` (a self-pipe).
 
-    The reader thread's `wait()` and a caller's `wait(timeout)` use separate poll objects,
-    so both can wait at once."""
+    The reader thread's `wait()` (an epoll set) and a caller's `wait(timeout)` (a poll
+    object) are separate, so both can wait at once. `pause()` takes the fd out of the reader's
+    set without waking it, `resume()` puts it back (and wakes it if data is waiting): so a
+    caller reading in its wait is not raced for the GIL by a reader thread woken by the same
+    bytes, and ending the wait costs no thread wake-up unless bytes came meanwhile."""
+
+    _EVENTS = select.POLLIN | select.POLLPRI
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._wake_r, self._wake_w = os.pipe()
         self._woken = False
-        self._reader, self._caller = select.poll(), select.poll()
-        for poll in (self._reader, self._caller):
-            poll.register(fd, select.POLLIN | select.POLLPRI)
-            poll.register(self._wake_r, select.POLLIN)
+        self._reader = select.epoll()
+        self._reader.register(fd, self._EVENTS)
+        self._reader.register(self._wake_r, select.POLLIN)
+        self._watched = True
+        self._caller = select.poll()
+        self._caller.register(fd, self._EVENTS)
+        self._caller.register(self._wake_r, select.POLLIN)
         self._out = select.poll()
         self._out.register(fd, select.POLLOUT)
 
@@ -78,6 +93,23 @@ class FdWaiter:
         self._woken = True
         os.write(self._wake_w, b"x")
 
+    def pause(self) -> None:
+        if self._watched:
+            self._watched = False
+            try:
+                self._reader.unregister(self.fd)
+            except (ValueError, OSError):
+                pass                         # closed meanwhile (the bus is closing)
+
+    def resume(self) -> None:
+        if not self._watched:
+            self._watched = True
+            try:
+                self._reader.register(self.fd, self._EVENTS)
+            except (ValueError, OSError):
+                pass                         # closed meanwhile (the bus is closing)
+
     def close(self) -> None:
+        self._reader.close()
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
