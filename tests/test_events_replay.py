@@ -1,13 +1,18 @@
 """Replay of SQLite event databases: both schemas, ordering, filters, conversions, bad rows."""
 from __future__ import annotations
 
+import json
+import math
 import sqlite3
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hil.errors import InstrumentError, ProtocolError, SimulatorError
-from hil.protocols.events import DATA_TIME, WIRE_TIME, Event
+from hil.protocols.events import DATA_TIME, WIRE_TIME, Event, parse_body
 from hil.protocols.events_db import EventWriter
 from hil.sim.events_mock import MockSource
 from hil.sim.events_replay import Replay
@@ -227,3 +232,65 @@ def test_a_received_batch_keeps_good_bodies_and_counts_each_bad_one(tmp_path):
         assert writer.events_written == 8
     got = fields(Replay(tmp_path / "e.sqlite", speedup=0).dicts())
     assert got == [(t, {"i": i}) for i, (t, _) in enumerate(good)] * 2
+
+
+_values = st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | st.text(max_size=8)
+_bodies = st.one_of(
+    st.dictionaries(st.text(max_size=6).filter(lambda k: not k.startswith("__")), _values,
+                    max_size=4).map(lambda d: json.dumps(d).encode()),
+    st.binary(max_size=24),
+    st.sampled_from([b"{}", b'{"__seq":2}', b'{"__seq":"2"}', b'{"__wire_time":1e400}', b"[]",
+                     b'{"a":NaN}', b'{"a":1}}', b'{"a":"\\ud800"}', b"\xef\xbb\xbf{}"]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(bodies=st.lists(_bodies, min_size=1, max_size=12))
+def test_received_batches_store_exactly_the_bodies_the_codec_accepts(bodies):
+    """write_frames on random, hostile and truncated bodies: what the codec accepts is
+    stored (its fields as sent, in order, whatever its neighbours), each body it rejects is
+    counted, nothing else. Numbers only Python reads (NaN, Infinity) are stored as null."""
+    check = sqlite3.connect(":memory:")
+    expected = []
+    for body in bodies:
+        try:
+            fields_ = {k: v for k, v in parse_body(body).items() if not k.startswith("__")}
+        except ProtocolError:
+            continue
+        if not check.execute("SELECT json_valid(?)", (body.decode(),)).fetchone()[0]:
+            fields_ = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+                       for k, v in fields_.items()}
+        expected.append(fields_)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "e.sqlite"
+        with EventWriter(db) as writer:
+            malformed = writer.write_frames([("t", b, T0) for b in bodies])
+            assert writer.events_written == len(expected)
+        assert malformed == len(bodies) - len(expected)
+        got = [b for _, b in fields(Replay(db, speedup=0).dicts())]
+    assert json.dumps(got) == json.dumps(expected)
+
+
+def test_deeply_nested_bodies_are_malformed_not_a_crash(tmp_path):
+    deep = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        parse_body(deep)
+    with EventWriter(tmp_path / "e.sqlite") as writer:
+        assert writer.write_frames([("t", deep, T0), ("t", b'{"ok":1}', T0)]) == 1
+    assert fields(Replay(tmp_path / "e.sqlite", speedup=0).dicts()) == [("t", {"ok": 1})]
+
+
+def test_infinite_times_in_a_database_are_no_time_not_a_crash(tmp_path):
+    db = tmp_path / "old.sqlite"
+    con = sqlite3.connect(db)
+    con.executescript(
+        "CREATE TABLE event (id INTEGER PRIMARY KEY, topic TEXT NOT NULL, __data_time REAL, "
+        "__wire_time REAL, __seq INTEGER, receive_time REAL, body TEXT);"
+        "CREATE TABLE attribute (event_id INTEGER, name TEXT, value TEXT, data_type TEXT);"
+        "INSERT INTO event VALUES (1, 't', 1.0, 9e999, 1, 2.0, '{\"v\":1}');"
+        "INSERT INTO event VALUES (2, 't', -9e999, 2.0, 2, 2.0, '{\"v\":2}');")
+    con.close()
+    for options in ({}, {"sort_by": WIRE_TIME}, {"keep_original": True}):
+        replay = Replay(db, speedup=0, **options)
+        got = list(replay.dicts())
+        assert sorted(b["v"] for _, b in got) == [1, 2], options
+        assert all(math.isfinite(b[WIRE_TIME]) for _, b in got if b.get(WIRE_TIME) is not None)

@@ -220,13 +220,17 @@ def parse_body(data: str | bytes | bytearray) -> dict[str, Any]:
     except ValueError as exc:
         raise ProtocolError(f"event body is not JSON: {exc}: {_clip(data)}",
                             field="body") from None
+    except RecursionError:
+        raise ProtocolError(f"event body is nested too deeply: {_clip(data)}",
+                            field="body") from None
     if not isinstance(body, dict):
         raise ProtocolError(f"event body must be a JSON object, got {type(body).__name__}: "
                             f"{_clip(data)}", field="body")
     for key in (DATA_TIME, WIRE_TIME):
         value = body.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ProtocolError(f"{key} must be a number (epoch seconds) or null, got "
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise ProtocolError(f"{key} must be a finite number (epoch seconds) or null, got "
                                 f"{value!r}", field=key)
     seq = body.get(SEQ)
     if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
@@ -370,7 +374,7 @@ def _bool(text: str) -> bool:
 def _json(text: str) -> Any:
     try:
         return _decode_json(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"json attribute is broken ({exc}): {_clip(text, 80)}",
                             field="value") from None
 

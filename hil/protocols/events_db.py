@@ -25,6 +25,7 @@ database gives an `InstrumentError` naming the file and what to do.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -43,8 +44,8 @@ SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS event (
     id           INTEGER PRIMARY KEY,
     topic        TEXT NOT NULL,
-    {DATA_TIME}  REAL,
-    {WIRE_TIME}  REAL,
+    {DATA_TIME}  REAL CHECK (abs({DATA_TIME}) < 9e999),   -- finite (9e999 is infinity)
+    {WIRE_TIME}  REAL CHECK (abs({WIRE_TIME}) < 9e999),
     {SEQ}        INTEGER,
     receive_time REAL,
     body         TEXT
@@ -72,6 +73,11 @@ CREATE TABLE IF NOT EXISTS console (
 CREATE INDEX IF NOT EXISTS console_session ON console(session, id);
 CREATE TABLE IF NOT EXISTS hil_meta (key TEXT PRIMARY KEY, value TEXT);
 """
+
+
+def _finite_time(t: Any) -> Any:
+    """A time to store: None for a missing or non-finite one."""
+    return t if isinstance(t, (int, float)) and math.isfinite(t) else None
 
 
 def db_error(path: str | Path, exc: sqlite3.Error, doing: str) -> InstrumentError:
@@ -152,9 +158,9 @@ class EventWriter:
             for i, ev in enumerate(events, next_id):
                 body = ev.body
                 fields = {k: v for k, v in body.items() if k not in RESERVED}
-                rows.append((i, ev.topic, body.get(DATA_TIME), body.get(WIRE_TIME),
-                             body.get(SEQ), ev.received if ev.received == ev.received
-                             else None, encode_body(fields).decode()))
+                rows.append((i, ev.topic, _finite_time(body.get(DATA_TIME)),
+                             _finite_time(body.get(WIRE_TIME)), body.get(SEQ),
+                             _finite_time(ev.received), encode_body(fields).decode()))
             self._db.executemany("INSERT INTO event VALUES (?,?,?,?,?,?,?)", rows)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -177,40 +183,60 @@ class EventWriter:
         while a receiving thread is busy each hand-back can wait out Python's switch
         interval (5 ms), which a row-by-row `executemany` pays per row. Bodies are cut by
         offset, never parsed as one text, so no body can change its neighbours. A body that
-        is not UTF-8, not a JSON object, or has a reserved key that is not a number fails
-        the batch, which then takes the checked path."""
+        is not UTF-8, not a JSON object, or has a reserved key that is not a (finite) number
+        fails the batch, which then takes the checked path."""
         if not frames:
             return 0
-        bodies = [body for _, body, _ in frames]
-        blob = b"".join(bodies)
-        starts = accumulate(map(len, bodies), initial=1)
-        cuts = json.dumps([(topic, t, start, len(body)) for (topic, body, t), start
-                           in zip(frames, starts)])
-        db = self._db
-        try:
-            blob.decode()                    # UTF-8, or the checked path
-            db.execute(_INSERT_BATCH, (cuts, blob))
-        except (sqlite3.OperationalError, sqlite3.IntegrityError, UnicodeDecodeError) as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "JSON" not in str(exc):
-                raise db_error(self.path, exc, f"writing a batch of {len(frames)} events "
-                                               "(not stored)") from None
+        if self._insert_batch(frames):
             return self._write_checked(frames)
-        except sqlite3.Error as exc:
-            raise db_error(self.path, exc, f"writing a batch of {len(frames)} events "
-                                           "(not stored)") from None
         self.events_written += len(frames)
         return 0
 
     def _write_checked(self, frames: Sequence[tuple[str, bytes, float]]) -> int:
-        """The slow path of a batch holding a malformed body: decode each, store the good."""
-        good: list[Event] = []
+        """The slow path of a batch holding a malformed body: the bodies the codec accepts
+        are stored as the fast path stores them (their text), in one statement if SQLite
+        takes them all, else one by one; a body only Python reads (NaN, Infinity) is stored
+        re-encoded, those numbers as null. Returns how many were malformed."""
+        good = []
         for topic, body, t in frames:
             try:
-                good.append(decode([topic.encode(), body], t))
+                decode([topic.encode(), body])
             except ProtocolError:
                 continue
-        self.write(good)
+            good.append((topic, body, t))
+        if good and not self._insert_batch(good):
+            self.events_written += len(good)
+        else:
+            for topic, body, t in good:
+                if self._insert_batch([(topic, body, t)]):
+                    self.write([decode([topic.encode(), body], t)])
+                else:
+                    self.events_written += 1
         return len(frames) - len(good)
+
+    def _insert_batch(self, frames: Sequence[tuple[str, bytes, float]]) -> bool:
+        """`frames` in one statement (one transaction); True if refused for their content
+        (not UTF-8, not JSON objects, bad reserved keys: nothing stored)."""
+        bodies = [body for _, body, _ in frames]
+        blob = b"".join(bodies)
+        try:
+            blob.decode()
+        except UnicodeDecodeError:
+            return True
+        starts = accumulate(map(len, bodies), initial=1)
+        cuts = json.dumps([(topic, t, start, len(body)) for (topic, body, t), start
+                           in zip(frames, starts)])
+        try:
+            self._db.execute(_INSERT_BATCH, (cuts, blob))
+        except (sqlite3.OperationalError, sqlite3.IntegrityError) as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "JSON" not in str(exc):
+                raise db_error(self.path, exc, f"writing a batch of {len(frames)} events "
+                                               "(not stored)") from None
+            return True
+        except sqlite3.Error as exc:
+            raise db_error(self.path, exc, f"writing a batch of {len(frames)} events "
+                                           "(not stored)") from None
+        return False
 
     def write_console(self, session: str, entries: Iterable[tuple[float, str, bytes]]) -> int:
         """Store a console session's entries (time, "rx"/"tx", bytes); returns how many."""

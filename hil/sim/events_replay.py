@@ -267,9 +267,10 @@ class Replay:
                     stats.filtered += 1
                     yield None, None
                     continue
-                if data_t is not None and not isinstance(data_t, float):
+                # text, or not finite (x - x is 0.0 only for a finite float): _number decides
+                if data_t is not None and (type(data_t) is not float or data_t - data_t):
                     data_t = _number(data_t)
-                if wire_t is not None and not isinstance(wire_t, float):
+                if wire_t is not None and (type(wire_t) is not float or wire_t - wire_t):
                     wire_t = _number(wire_t)
                 key = (data_t if sort_by == codec.DATA_TIME else wire_t
                        if sort_by == codec.WIRE_TIME or wire_t is not None else data_t)
