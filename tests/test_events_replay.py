@@ -41,6 +41,18 @@ def tcs_form(path: Path, rows: list[tuple[int, str, float | None, list[tuple]]])
     return path
 
 
+def schema_1(path: Path, rows: str) -> Path:
+    """A database in hil's schema 1 (attribute rows in a table, no constraints), with `rows`."""
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE event (id INTEGER PRIMARY KEY, topic TEXT NOT NULL, __data_time REAL, "
+        "__wire_time REAL, __seq INTEGER, receive_time REAL, body TEXT);"
+        "CREATE TABLE attribute (event_id INTEGER, name TEXT, value TEXT, data_type TEXT);"
+        + rows)
+    db.close()
+    return path
+
+
 def fields(items) -> list[tuple[str, dict]]:
     return [(t, {k: v for k, v in b.items() if not k.startswith("__")})
             for t, b in (i for i in items if i is not None)]
@@ -149,15 +161,8 @@ def test_conversions_apply_to_text_values_of_our_schema(tmp_path):
 
 def test_schema_1_files_replay_but_are_not_appended_to(tmp_path):
     """Schema 1 kept attribute rows in a table; such a file still replays."""
-    db = tmp_path / "v1.sqlite"
-    con = sqlite3.connect(db)
-    con.executescript(
-        "CREATE TABLE event (id INTEGER PRIMARY KEY, topic TEXT NOT NULL, __data_time REAL, "
-        "__wire_time REAL, __seq INTEGER, receive_time REAL, body TEXT);"
-        "CREATE TABLE attribute (event_id INTEGER, name TEXT, value TEXT, data_type TEXT);"
-        "INSERT INTO event VALUES (1, 't', 1.0, 1.5, 1, 2.0, '{\"v\":1}');"
-        "INSERT INTO attribute VALUES (1, 'v', '1', 'int');")
-    con.close()
+    db = schema_1(tmp_path / "v1.sqlite", "INSERT INTO event VALUES (1, 't', 1.0, 1.5, 1, 2.0, "
+                  "'{\"v\":1}'); INSERT INTO attribute VALUES (1, 'v', '1', 'int');")
     assert fields(Replay(db, speedup=0).dicts()) == [("t", {"v": 1})]
     with pytest.raises(ProtocolError, match="schema 1.*record into a new file"):
         EventWriter(db)
@@ -280,15 +285,9 @@ def test_deeply_nested_bodies_are_malformed_not_a_crash(tmp_path):
 
 
 def test_infinite_times_in_a_database_are_no_time_not_a_crash(tmp_path):
-    db = tmp_path / "old.sqlite"
-    con = sqlite3.connect(db)
-    con.executescript(
-        "CREATE TABLE event (id INTEGER PRIMARY KEY, topic TEXT NOT NULL, __data_time REAL, "
-        "__wire_time REAL, __seq INTEGER, receive_time REAL, body TEXT);"
-        "CREATE TABLE attribute (event_id INTEGER, name TEXT, value TEXT, data_type TEXT);"
-        "INSERT INTO event VALUES (1, 't', 1.0, 9e999, 1, 2.0, '{\"v\":1}');"
-        "INSERT INTO event VALUES (2, 't', -9e999, 2.0, 2, 2.0, '{\"v\":2}');")
-    con.close()
+    db = schema_1(tmp_path / "old.sqlite",
+                  "INSERT INTO event VALUES (1, 't', 1.0, 9e999, 1, 2.0, '{\"v\":1}');"
+                  "INSERT INTO event VALUES (2, 't', -9e999, 2.0, 2, 2.0, '{\"v\":2}');")
     for options in ({}, {"sort_by": WIRE_TIME}, {"keep_original": True}):
         replay = Replay(db, speedup=0, **options)
         got = list(replay.dicts())
