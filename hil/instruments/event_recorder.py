@@ -12,8 +12,9 @@ received, so only a crash or SIGKILL can lose events, and then only those not ye
 
 Each stored event keeps its received `__data_time`, `__wire_time`, `__seq` and our receive time.
 Bodies are not decoded in Python: SQLite's JSON functions take the reserved keys out of a
-whole batch in one statement (see `EventWriter.write_frames`). A malformed message is counted and logged, never stored half;
-a database error (locked, full) stops the recorder and is raised by the next `check()` / `close()`.
+whole batch in one statement (see `EventWriter.write_frames`). A malformed message is counted
+and logged, never stored half; a database error (locked, full) stops the recorder and is
+raised by the next `check()` / `close()`.
 """
 from __future__ import annotations
 

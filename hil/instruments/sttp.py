@@ -10,9 +10,10 @@ reads, unsubscribes cleanly (the stream is drained until the publisher confirms)
 The reader `recv_into`s up to 1 MiB at a time into one preallocated buffer (an unfinished frame
 moves to its front), taking whatever else is already queued without waiting (a fast stream is
 decoded 1 MiB at a time, not in the ~400 KiB loopback TCP hands over a call), and decodes whole
-runs of same-sized data packets with one strided numpy view, a cast per column; runtime indices become signal keys through one table (cost per read, not per
-packet or measurement in Python). Cache updates are confirmed, and base times, start times,
-notifications and keep-alives handled, between the runs. Every wait has a timeout.
+runs of same-sized data packets with one strided numpy view, a cast per column; runtime indices
+become signal keys through one table (cost per read, not per packet or measurement in Python).
+Cache updates are confirmed, and base times, start times, notifications and keep-alives
+handled, between the runs. Every wait has a timeout.
 `sttpapi`'s publisher defects (spec §11) are tolerated: count-less packets, cache slot 0xFF,
 length-prefixed messages.
 A malformed frame raises ProtocolError naming field, host:port and stream offset; with
