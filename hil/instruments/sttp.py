@@ -281,8 +281,9 @@ class SttpSubscriber:
                 if not n:
                     break                    # closed: the next read says so
                 got += n
-        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError):
-            pass                             # nothing more queued
+        except OSError:
+            pass                             # nothing more queued (or an error the next read
+                                             # raises, after the bytes before it are decoded)
         finally:
             self._sock.settimeout(timeout)
         return got
