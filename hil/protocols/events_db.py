@@ -143,7 +143,7 @@ class EventWriter:
                                 "appended to)", where=str(self.path))
         kind = self._db.execute("SELECT type FROM sqlite_master WHERE name = 'attribute'")
         if kind.fetchone() != ("view",):
-            raise ProtocolError("was written in hil's event schema 1 (attribute rows in a "
+            raise ProtocolError("this event database is in hil's schema 1 (attribute rows in a "
                                 "table); it replays as it is, but record into a new file",
                                 where=str(self.path))
 
