@@ -56,6 +56,8 @@ CREATE INDEX IF NOT EXISTS event_topic ON event(topic);
 CREATE VIEW IF NOT EXISTS attribute(event_id, name, value, data_type) AS
     SELECT e.id, j.key,
            CASE j.type WHEN 'text' THEN j.value WHEN 'null' THEN NULL
+                       WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'
+                       -- the JSON text; SQLite cannot look up a key holding `"` by path
                        ELSE coalesce(e.body -> j.fullkey, j.value) END,
            CASE j.type WHEN 'integer' THEN 'int' WHEN 'real' THEN 'float'
                        WHEN 'true' THEN 'bool' WHEN 'false' THEN 'bool' WHEN 'text' THEN 'str'
