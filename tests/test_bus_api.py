@@ -8,7 +8,6 @@ import socket
 import struct
 import termios
 import threading
-import time
 import tty
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import pytest
 from hil import clock
 from hil.buses import Bus, Match, SerialBus, TcpBus
 from hil.errors import BusError, BusTimeout, ConnectionLost
+from waiting import wait_until
 
 WAIT = 5.0          # every wait in these tests ends by then (no test should come close)
 
@@ -89,13 +89,6 @@ def bus(link: PtyLink | TcpLink) -> Bus:
 @pytest.fixture
 def device(link: PtyLink | TcpLink) -> Device:
     return link.device
-
-
-def wait_until(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.005)
 
 
 def received(bus: Bus, n: int) -> None:

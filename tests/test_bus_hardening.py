@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 import tty
 from collections.abc import Callable, Iterator
 
@@ -14,15 +13,9 @@ import pytest
 from hil.buses import Bus, SerialBus, TcpBus
 from hil.buses.buffer import MIN_RETENTION, ReceiveBuffer
 from hil.errors import BusTimeout, PatternError, WatcherTriggered
+from waiting import wait_until
 
 WAIT = 5.0
-
-
-def wait_until(condition: Callable[[], object], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.002)
 
 
 @pytest.fixture(params=["tcp", "pty"])

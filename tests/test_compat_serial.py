@@ -3,8 +3,7 @@ through pyserial's socket:// URL."""
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,16 +18,9 @@ from hil.buses.compat.cmd_tcp import config_tcp, init_tcp, wrnrd_until_tcp
 from hil.errors import BusConnectError, BusDataError, BusError, BusTimeout
 from hil.sim.dut import FIRMWARE_VERSION, VirtualDut
 from hil.sim.dut_server import PtyConsole, serve_pty, serve_tcp
+from waiting import wait_until
 
 WAIT = 5.0
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -16,16 +15,9 @@ from hil.buses.compat.cmd_tcp import (config_tcp, deinit_tcp, expect_tcp, init_t
 from hil.errors import BusDataError, BusError, BusTimeout
 from hil.sim.dut import FIRMWARE_VERSION, VirtualDut
 from hil.sim.dut_server import TcpConsole, serve_tcp
+from waiting import wait_until
 
 WAIT = 5.0
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 def recv_exactly(conn: socket.socket, n: int) -> bytes:

@@ -9,16 +9,19 @@ import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import pytest
 import serial
 from dut_text import golden_log
+from waiting import wait_until as _wait_until
 
 from hil.sim.dut import PROMPT, VirtualDut
 from hil.sim.dut_server import OutputBuffer, PtyConsole, TcpConsole, serve_pty, serve_tcp
 
 SPEED = 20.0
 WAIT_S = 10.0
+wait_until = partial(_wait_until, timeout=WAIT_S)     # this file's waits are longer
 BIG = 10 * 1024 * 1024
 
 
@@ -63,14 +66,6 @@ def socket_recv(sock: socket.socket) -> Callable[[], bytes]:
             raise AssertionError("the server closed the connection")
         return data
     return recv
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 def log_done(dut: VirtualDut, n: int) -> Callable[[], bool]:

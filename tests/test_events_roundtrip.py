@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +22,12 @@ from hil.sim.events_mock import MockSource
 from hil.sim.events_publisher import EventPublisher
 from hil.sim.events_replay import Replay
 from hil.sim.events_server import DONE_TOPIC, EventServer
+from waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = {"k": "~counter", "state": "~cycle:idle|busy|off", "t": "~uniform:-5:5",
            "ok": True, "note": "é \"quoted\"", "nested": [1, {"a": None}]}
 N = 12
-
-
-def wait_until(condition, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.005)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +40,7 @@ def recorded(tmp_path_factory) -> tuple[Path, list[codec.Event]]:
         with EventSubscriber(server.url, ["live.", "hil."]) as sub:
             sub.expect_event(DONE_TOPIC, timeout=10)
             live = sub.history(topic="live.")
-        wait_until(lambda: recorder.written == N, what="the recorder")
+        wait_until(lambda: recorder.written == N, "the recorder", timeout=10)
         recorder.close()
     return db, live
 
@@ -180,7 +172,7 @@ def test_recorder_close_commits_pending_events(tmp_path):
         pub.wait_for_subscribers(1, timeout=10)
         for i in range(50):
             pub.send_event("r.t", {"i": i})
-        wait_until(lambda: recorder.received == 50, what="50 events")
+        wait_until(lambda: recorder.received == 50, "50 events", timeout=10)
         assert recorder.written == 0
         recorder.close()
     con = sqlite3.connect(db)
@@ -207,7 +199,7 @@ def test_recorder_killed_with_sigkill_leaves_a_valid_database(tmp_path):
                         con.close()
                 except sqlite3.Error:
                     return 0
-            wait_until(lambda: committed() >= 20, timeout=20, what="committed events")
+            wait_until(lambda: committed() >= 20, "committed events", timeout=20)
         finally:
             os.kill(child.pid, signal.SIGKILL)
             child.wait(10)

@@ -14,8 +14,8 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -23,8 +23,11 @@ import pytest
 from hil.fixtures.guardian import Guardian, GuardianError, Target
 from hil.sim.otii_server import OtiiServer
 
+from waiting import wait_until as _wait_until
+
 TESTS = Path(__file__).parent
 WAIT_S = 30.0
+wait_until = partial(_wait_until, timeout=WAIT_S)     # this file's waits are longer
 USER, PASSWORD = "bench-user", "s3cret-pw"
 
 PARENT = '''
@@ -46,14 +49,6 @@ otii = otii_client.OtiiClient().connect(host=spec["host"], port=spec["port"], tr
     licensing=otii_client.LicensingMode.AUTO, credentials=spec["credentials"])
 otii.get_devices()[0].set_main(True)
 '''
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 def gone(pid: int) -> bool:

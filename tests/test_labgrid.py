@@ -16,6 +16,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,10 @@ from hil.rig import load_rig
 from hil.rig.labgrid import Exported, check_spec, resolve
 from hil.rig.schema import Rig
 
+from waiting import wait_until as _wait_until
+
 WAIT = 20.0
+wait_until = partial(_wait_until, timeout=WAIT)     # this file's waits are longer
 RUN_TIMEOUT = 180.0           # one pytest run in a subprocess, on a busy machine
 ROOT = Path(__file__).resolve().parents[1]
 SIGNALS = "eeg:8x4@500/sine,emg:2x4@500/noise,sensors:5x1@125/dut"
@@ -215,15 +219,6 @@ def start(cmd: list[str], cwd: Path) -> tuple[subprocess.Popen, Output]:
     return proc, Output(proc)
 
 
-def wait_until(condition, what: str, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return result
-
-
 EXPORTED_GROUP = '''{place}:
   NetworkSerialPort:
     host: 127.0.0.1
@@ -277,7 +272,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         observer = lab.coordinator()
         try:
             wait_until(lambda: len(observer.resource_paths()) == 3 * len(PLACES),
-                       "the exporter's resources at the coordinator", RUN_TIMEOUT)
+                       "the exporter's resources at the coordinator", timeout=RUN_TIMEOUT)
         finally:
             observer.close()
         yield lab
@@ -349,7 +344,7 @@ def test_a_place_held_by_another_user_is_named_then_waited_for(pytester: pytest.
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             wait_until(lambda: "waiting" in (holders(lab)["reservations"] or ""),
-                       "the second run's reservation", RUN_TIMEOUT)
+                       "the second run's reservation", timeout=RUN_TIMEOUT)
             assert lab.client("-p", "bench-1", "release").returncode == 0
             out, _ = waiting.communicate(timeout=RUN_TIMEOUT)
         finally:
@@ -379,7 +374,7 @@ def test_hang(console):
                            text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_until(lambda: (pytester.path / "started").exists() or run.poll() is not None,
-                   "the test to start", RUN_TIMEOUT)
+                   "the test to start", timeout=RUN_TIMEOUT)
         assert holders(lab)["bench-1"] is not None
         run.send_signal(signal.SIGTERM)
         out, _ = run.communicate(timeout=RUN_TIMEOUT)

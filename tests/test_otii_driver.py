@@ -24,6 +24,7 @@ from hil.instruments.power_trace import PowerTrace
 from hil.sim.dut import VirtualDut
 from hil.sim.otii_device import DeviceInfo
 from hil.sim.otii_server import SIM_ACCOUNTS, OtiiServer
+from waiting import wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -46,16 +47,9 @@ def power(sim: OtiiServer) -> Iterator[OtiiPower]:
     p.close()
 
 
-def wait_for(predicate, timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.01)
-
-
 def boot(power: OtiiPower, dut: VirtualDut) -> None:
     power.on(3.3)
-    wait_for(lambda: dut.state.name == "IDLE")
+    wait_until(lambda: dut.state.name == "IDLE")
 
 
 # ------------------------------------------------------------------------------- normal use
@@ -79,9 +73,9 @@ def test_capture_sleep_current_and_radio_bursts(power: OtiiPower, dut: VirtualDu
     boot(power, dut)
     with power.capture("sleep-tx") as trace:
         power.uart_write("sleep 0.4\n")
-        wait_for(lambda: any("awake" in ln.text for ln in dut.uart_lines()))
+        wait_until(lambda: any("awake" in ln.text for ln in dut.uart_lines()))
         power.uart_write("tx 3\n")
-        wait_for(lambda: any("tx: done" in ln.text for ln in dut.uart_lines()))
+        wait_until(lambda: any("tx: done" in ln.text for ln in dut.uart_lines()))
         time.sleep(0.05)
     assert isinstance(trace.trace, PowerTrace) and trace.name == "sleep-tx"
     entering, awake = trace.line("sleep: entering"), trace.line("sleep: awake")
@@ -98,7 +92,7 @@ def test_console_marks_fall_on_the_trace(power: OtiiPower, dut: VirtualDut) -> N
     boot(power, dut)
     with power.capture() as trace:
         power.uart_write("echo hi\n")
-        wait_for(lambda: any(ln.text.endswith("hi") for ln in dut.uart_lines()))
+        wait_until(lambda: any(ln.text.endswith("hi") for ln in dut.uart_lines()))
         time.sleep(0.05)                                 # record a little past the line
     assert trace.start <= trace.marks["capture_start"] <= trace.marks["capture_end"]
     line = trace.line("hi$")
@@ -112,7 +106,7 @@ def test_local_clock_option_still_places_lines_on_the_trace(sim: OtiiServer, dut
         boot(p, dut)
         with p.capture() as trace:
             p.uart_write("echo local\n")
-            wait_for(lambda: any(ln.text.endswith("local") for ln in dut.uart_lines()))
+            wait_until(lambda: any(ln.text.endswith("local") for ln in dut.uart_lines()))
             time.sleep(0.05)
         line = trace.line("local$")               # t0 is now good to half a round trip
         assert trace.start < line.time < trace.end
@@ -125,17 +119,17 @@ def test_gpio_and_instant_readings(power: OtiiPower, dut: VirtualDut) -> None:
     assert power.get_gpi(2) is True                      # GPI2 = DUT awake
     assert 1e-3 < power.read("mc") < 10e-3
     power.uart_write("sleep 5\n")
-    wait_for(lambda: dut.state.name == "SLEEP")
+    wait_until(lambda: dut.state.name == "SLEEP")
     assert power.get_gpi(2) is False
     power.set_gpo(1, True)                               # GPO1 wakes it early
-    wait_for(lambda: dut.state.name == "IDLE")
+    wait_until(lambda: dut.state.name == "IDLE")
     power.set_gpo(1, False)
 
 
 def test_over_current_cuts_the_supply_like_hardware(sim: OtiiServer, dut: VirtualDut) -> None:
     with OtiiPower(config(sim, max_current=0.1)) as p:
         p.on()                                           # inrush peaks at 180 mA
-        wait_for(lambda: not p.is_on)
+        wait_until(lambda: not p.is_on)
         assert not dut.powered and sim.device.trips == 1
 
 
@@ -217,7 +211,7 @@ def test_recorded_data_comes_like_the_vendor_client_fetches_it() -> None:
                                       connect_timeout=2.0)) as p:
                 p.on()
                 with p.capture() as trace:
-                    wait_for(lambda: p.device.connection is not None and _samples(sim) > 50_000)
+                    wait_until(lambda: p.device.connection is not None and _samples(sim) > 50_000)
                 ours = [r for r in sim.requests if r.cmd == "recording_get_channel_data"]
                 rec = p._project.get_last_recording()          # type: ignore[union-attr]
                 sim.clear_log()
@@ -409,7 +403,7 @@ def test_a_command_that_timed_out_and_runs_late_is_undone(sim: OtiiServer,
 
         def ran_late() -> bool:
             return any(r.cmd == "arc_set_main" and r.data["enable"] for r in sim.requests)
-        wait_for(ran_late, timeout=10)
+        wait_until(ran_late, timeout=10)
         assert not dut.powered and not sim.device.main
         conns = {r.connection for r in sim.requests if r.cmd in ("arc_set_main", "arc_get_main")}
         assert len(conns) >= 2

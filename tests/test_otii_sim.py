@@ -14,6 +14,7 @@ from otii_tcp_client.otii_exception import Otii_Exception
 
 from hil.sim.dut import VirtualDut
 from hil.sim.otii_server import OtiiServer
+from waiting import wait_until
 
 
 @pytest.fixture
@@ -40,13 +41,6 @@ def record(otii, arc, seconds: float, channels=("mc", "mv", "mp", "me"), before=
     project.stop_recording()
     arc.set_main(False)
     return project, project.get_last_recording()
-
-
-def wait_for(predicate, timeout: float = 5.0) -> None:
-    end = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.01)
 
 
 def values(rec, arc, channel: str) -> np.ndarray:
@@ -119,9 +113,9 @@ def test_uart_rx_tx_and_baud_rate(otii, arc, dut: VirtualDut) -> None:
     assert arc.get_uart_baudrate() == 115200
 
     def say() -> None:
-        wait_for(lambda: dut.state.name == "IDLE")   # booted: the console takes commands
+        wait_until(lambda: dut.state.name == "IDLE")   # booted: the console takes commands
         arc.write_tx("echo over-the-arc\n")
-        wait_for(lambda: any(ln.text.endswith("over-the-arc") for ln in dut.uart_lines()))
+        wait_until(lambda: any(ln.text.endswith("over-the-arc") for ln in dut.uart_lines()))
     _, rec = record(otii, arc, 0.3, channels=("mc", "rx"), before=say)
     log = rec.get_channel_data(arc.id, "rx", 0, 100)
     assert log["data_type"] == "log"

@@ -22,17 +22,10 @@ from hil.protocols.sttp_metadata import encode_metadata
 from hil.protocols.sttp_ticks import from_unix
 from hil.sim.sttp_points import make_points
 from hil.sim.sttp_server import SttpServer
-from hil.timeout import Deadline
+from waiting import wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 FREQS = "FILTER ActiveMeasurements WHERE SignalType = 'FREQ'"
-
-
-def wait_for(condition, seconds=10.0, what="condition"):
-    deadline = Deadline(seconds)
-    while not condition():
-        assert not deadline.expired, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 # ------------------------------------------------------------------------ ours ↔ ours
@@ -74,7 +67,7 @@ def test_several_subscribers_and_tssc_request_answered_compact():
         subs = [SttpSubscriber("127.0.0.1", srv.port, SttpSettings(compression=c))
                 for c in ("compact", "tssc")]
         try:
-            wait_for(lambda: srv.clients == 2, what="two sessions")
+            wait_until(lambda: srv.clients == 2, "two sessions", timeout=10)
             for s in subs:
                 s.subscribe(FREQS)
             captures = [s.capture(frames=5) for s in subs]
@@ -231,7 +224,8 @@ def test_sttpapi_subscriber_defaults_receive_our_simulator():
         sub.subscribe(FREQS)
         try:
             assert sub.connect(f"127.0.0.1:{srv.port}", Config()) is None
-            wait_for(lambda: len(got) >= 40, what="40 measurements at sttpapi's subscriber")
+            wait_until(lambda: len(got) >= 40, "40 measurements at sttpapi's subscriber",
+                       timeout=10)
             expected = {m.signal_id: m.point_tag for m in srv.points.metadata.measurements
                         if m.signal_type == "FREQ"}
             for m in got[:40]:
