@@ -363,8 +363,9 @@ class _Streamer(threading.Thread):
         rate = self.server.rate
         self.first_time = math.ceil(clock.now() * rate) / rate     # on the wall-clock grid
         self.per_batch = max(1, self.server.batch_bytes // self.frame_size)
-        self.frames = self._template(self.per_batch)
         self.cycle = None if self.server.realtime else self._cycle()
+        # the reused batch, needed only when frames are computed batch by batch
+        self.frames = self._template(self.per_batch if self.cycle is None else 0)
 
     def _template(self, count: int) -> np.ndarray:
         """`count` frames with their headers and signal indices set."""
