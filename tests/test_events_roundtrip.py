@@ -35,7 +35,8 @@ def recorded(tmp_path_factory) -> tuple[Path, list[codec.Event]]:
     """A live mock session (20 Hz) recorded through the recorder; the events as sent."""
     db = tmp_path_factory.mktemp("events") / "live.sqlite"
     source = MockSource("live.status", rate_hz=20, count=N, payload=PAYLOAD, seed=3)
-    with EventServer(source, wait=2) as server:
+    # wait counts subscriptions: the recorder's one and the subscriber's two
+    with EventServer(source, wait=3) as server:
         recorder = EventRecorder(server.url, db, ["live."], flush_s=0.05)
         with EventSubscriber(server.url, ["live.", "hil."]) as sub:
             sub.expect_event(DONE_TOPIC, timeout=10)

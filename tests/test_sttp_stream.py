@@ -297,7 +297,7 @@ def test_our_subscriber_receives_sttpapi_publisher_completely(tmp_path, compress
 def test_capture_command_json_and_sim_command_prints_where_it_listens():
     with SttpServer(8, rate=60) as srv:
         out = subprocess.run([sys.executable, "-m", "hil.cli", "capture", "sttp", srv.address,
-                              "--filter", FREQS, "--seconds", "0.3", "--json"],
+                              "--filter", FREQS, "--seconds", "1", "--json"],
                              capture_output=True, text=True, timeout=60)
     summary = json.loads(out.stdout)
     assert out.returncode == 0, out.stderr
