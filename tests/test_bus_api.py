@@ -124,6 +124,16 @@ def test_expect_consumes_so_the_next_expect_finds_the_next_occurrence(bus: Bus,
         bus.expect(r"tick (\d)", timeout=0.05)
 
 
+def test_a_zero_width_pattern_matches_at_the_cursor_with_nothing_unread(bus: Bus,
+                                                                       device: Device) -> None:
+    device.send(b"abc\n")
+    bus.expect("abc")
+    assert bus.read(1) == b"\n"
+    # nothing is unread, yet the look-behind sees the consumed bytes: a match, not a wait
+    match = bus.expect(r"(?<=\n)", timeout=0.5)
+    assert (match.start, match.end, match.text) == (4, 4, "")
+
+
 def test_expect_a_list_reports_which_pattern_matched(bus: Bus, device: Device) -> None:
     device.send(b"login: ")
     m = bus.expect([r"Password:", r"login: ", r"\$ "])

@@ -88,6 +88,7 @@ class Bus:
         self._callers = 0                       # callers that read (or want to) in their wait
         self._parked = False                    # the reader thread rests in `_turn.wait()`
         self._waiting = 0                       # callers in a wait of any kind (buffer.lock)
+        self._sleepers = 0                      # ... of them, asleep in `buffer.changed.wait`
         self._closing = False
         self._reader = threading.Thread(target=self._read_loop, daemon=True,
                                         name=f"hil-bus-reader {self.name}")
@@ -329,7 +330,7 @@ class Bus:
         self._read_lock.release()
         if self._callers:
             with self.buffer.lock:
-                self.buffer.changed.notify_all()
+                self._wake_sleepers()
 
     def _read_into_buffer(self) -> int | None:
         """One read straight into the buffer's free room (hold `_read_lock`). (Reading on
@@ -352,6 +353,11 @@ class Bus:
             self.transcript.received(start, end, t)
             if self._watchers:
                 self._check_watchers()
+            self._wake_sleepers()
+
+    def _wake_sleepers(self) -> None:
+        """Wake the callers asleep in `buffer.changed.wait` (hold `buffer.lock`)."""
+        if self._sleepers:
             self.buffer.changed.notify_all()
 
     def _catch_up(self) -> None:
@@ -415,7 +421,7 @@ class Bus:
                 except SearchTooSlow as exc:
                     self._drop_slow_watcher(watcher, exc)
             if self._unraised or self._pending:
-                self.buffer.changed.notify_all()
+                self._wake_sleepers()
 
     def _find_hits(self, watcher: Watcher) -> None:
         while (found := watcher.search.step(self.buffer, True, WATCHER_BUDGET)) is not None:
@@ -511,9 +517,11 @@ class Bus:
             return kinds[0] if len(kinds) == 1 else "one of " + ", ".join(kinds)
 
         with buffer.lock:           # often the answer is here already: take the short way
-            search = Search(patterns, self._start(), self.max_match, self.encoding)
+            start = self._start()
+            search = Search(patterns, start, self.max_match, self.encoding)
             if not (self._unraised or self._pending or self._closing):
-                found = self._step(search, buffer.closed, limit, limit, what)
+                nothing = buffer.end == start and all(p.min_width for p in patterns)
+                found = None if nothing else self._step(search, buffer.closed, limit, limit, what)
                 if found is not None and not found.deferred:
                     return take(found)
                 if found is None and not buffer.closed:
@@ -537,8 +545,8 @@ class Bus:
         __tracebackhide__ = True
         try:
             return search.step(self.buffer, final, max(budget, MIN_BUDGET))
-        except SearchTooSlow as exc:
-            pattern = exc.pattern.describe()  # type: ignore[attr-defined]
+        except SearchTooSlow:
+            pattern = search.trying.describe()
             raise BusTimeout(
                 f"{self.name}: timed out after {limit:g} s waiting for {what()}: searching "
                 f"regex {pattern} did not finish in time (catastrophic backtracking on the "
@@ -593,12 +601,16 @@ class Bus:
                     if reading:
                         self._read_here(left)
                     else:
-                        buffer.changed.wait(left)
+                        self._sleepers += 1
+                        try:
+                            buffer.changed.wait(left)
+                        finally:
+                            self._sleepers -= 1
             finally:
                 self._waiting -= 1
                 if reading:                     # another waiting caller may read now
                     self._read_lock.release()
-                    buffer.changed.notify_all()
+                    self._wake_sleepers()
                 if counted:
                     self._stop_reading()
 

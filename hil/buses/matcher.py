@@ -142,6 +142,7 @@ class Pattern:
     line_bounded: bool = False          # an attempt never examines past a newline
     fixed: bool = True                  # more bytes can never change a match once found
     reach: int = 0                      # how far past a match's end its look-ahead looks
+    min_width: int = 0                  # bytes or characters a match needs at least
 
     @property
     def matches_empty(self) -> bool:
@@ -283,7 +284,8 @@ def compile_pattern(source: PatternLike, exact: bool = False,
     raw, decoded = _engines(given, regex, crlf)
     return Pattern(source=source, text=text, prefix=prefix, rare=rarest(prefix) if prefix else 0,
                    regex=raw, text_regex=decoded, checked=regex, names=dict(regex.groupindex),
-                   span=span, line_bounded=line_bounded, fixed=fixed, reach=shape.lookahead)
+                   span=span, line_bounded=line_bounded, fixed=fixed, reach=shape.lookahead,
+                   min_width=low)
 
 
 def _literal_prefix(parsed: object, text: bool) -> bytes:
@@ -312,7 +314,7 @@ def _literal(source: PatternLike, encoding: str) -> Pattern:
     if not needle:
         raise PatternError("empty literal: it would match immediately, anywhere")
     return Pattern(source=source, text=isinstance(source, str), needle=needle,
-                   rare=rarest(needle), span=len(needle))
+                   rare=rarest(needle), span=len(needle), min_width=len(needle))
 
 
 _COMPILED: dict[tuple, tuple[Pattern, ...]] = {}
@@ -368,7 +370,7 @@ class Search:
     It returns a `Found` (perhaps deferred by the end-of-data rule) or None; `final` means no
     more bytes will be waited for (end of stream, deadline, settle time), so nothing is
     deferred. A regex RE2 cannot run may search for `budget` seconds at most: beyond,
-    `SearchTooSlow` (its `pattern` says which).
+    `SearchTooSlow` (then `trying` is the pattern that was too slow).
     """
 
     def __init__(self, patterns: Sequence[Pattern], start: int, max_match: int = MAX_MATCH,
@@ -377,22 +379,14 @@ class Search:
         self.max_match = max_match
         self.encoding = encoding
         self._scan = [start] * len(patterns)    # per pattern: first start not yet settled
-        self._trying = 0                        # the pattern being searched
+        self.trying: Pattern = patterns[0]     # the pattern being searched
 
     def step(self, buf: ReceiveBuffer, final: bool = False,
              budget: float = DEFAULT_BUDGET) -> Found | None:
-        try:
-            return self._step(buf, final, budget)
-        except SearchTooSlow as exc:
-            exc.pattern = self.patterns[self._trying]   # type: ignore[attr-defined]
-            raise
-
-    def _step(self, buf: ReceiveBuffer, final: bool, budget: float) -> Found | None:
         base = buf.base
         end = base + buf.used
         if len(self.patterns) == 1:             # the common case, kept short
             lo = self._scan[0] if self._scan[0] > base else base
-            self._trying = 0
             found, limit = self._find(0, self.patterns[0], buf, lo, end, final, budget)
             if found is not None and not found.deferred:
                 return found
@@ -402,7 +396,7 @@ class Search:
             best, tried = None, []
             for i, pattern in enumerate(self.patterns):
                 lo = self._scan[i] if self._scan[i] > base else base
-                self._trying = i
+                self.trying = pattern
                 found, limit = self._find(i, pattern, buf, lo, end, final, budget)
                 tried.append((found, lo, limit))
                 if found is not None and (best is None or found.start < best.start):

@@ -73,11 +73,13 @@ class FdWaiter:
 
     def wait(self, timeout: float | None = None) -> bool:
         """True when the fd is readable (or hung up); False when woken or timed out."""
-        if timeout is not None:
-            events = self._caller.poll(_ms(timeout))
-            return bool(events) and not self._woken and all(fd == self.fd for fd, _ in events)
-        events = self._reader.poll()
-        return not self._woken and all(fd == self.fd for fd, _ in events)
+        events = self._reader.poll() if timeout is None else self._caller.poll(_ms(timeout))
+        if self._woken or (timeout is not None and not events):
+            return False
+        for fd, _ in events:
+            if fd != self.fd:               # the wake pipe
+                return False
+        return True
 
     def writable(self, timeout: float) -> bool:
         """Wait at most `timeout` seconds until the fd can take more bytes (one writer)."""
