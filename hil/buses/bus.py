@@ -9,13 +9,13 @@ data, text decoding, engines) are described in `hil.buses.matcher`.
 Latency without skew: a caller waiting in expect reads the transport itself when it can (one
 reader at a time, `_read_lock`), so bytes reach it without a thread switch, which on a VM costs
 more than everything else in a write-to-match round trip. The reader thread keeps off the
-transport exactly while a caller is in such a wait: the transport takes the fd out of the
-reader's epoll set (`pause_reader`, no wake-up), so the caller's bytes do not also wake the
-reader thread to race it for the GIL (20-40 µs a round trip, measured in alternating blocks;
-interrupting the reader's poll at each wait start measured slower still). When the last caller
-stops, the fd goes back (`resume_reader`), which wakes the reader only if bytes are already
-there: no byte sits unread — and unstamped — while nobody reads. `mark()` reads what already
-arrived before it takes its point.
+transport exactly while a caller is in such a wait: the transport stops the reader's epoll set
+from reporting the fd's data (`pause_reader`, no wake-up), so the caller's bytes do not wake
+the reader thread to race it for the GIL (20-40 µs a round trip, measured in alternating
+blocks; interrupting the reader's poll at each wait start measured slower still). When the last
+caller stops, the data is reported again (`resume_reader`), which wakes the reader only if
+bytes are already there: no byte sits unread — and unstamped — while nobody reads. `mark()`
+reads what already arrived before it takes its point.
 
 Errors: `BusTimeout` (what was awaited, for how long, what was unread when the wait began and
 what came during it, the tail), `ConnectionLost` (peer closed or the reader failed: at once,

@@ -50,8 +50,9 @@ class FdWaiter:
     """Waits until a file descriptor is readable, or until `wake()` (a self-pipe).
 
     The reader thread's `wait()` (an epoll set) and a caller's `wait(timeout)` (a poll
-    object) are separate, so both can wait at once. `pause()` takes the fd out of the reader's
-    set without waking it, `resume()` puts it back (and wakes it if data is waiting): so a
+    object) are separate, so both can wait at once. `pause()` stops the reader's set from
+    reporting the fd's data, without waking it; `resume()` restores it (and wakes the reader
+    if data is waiting): so a
     caller reading in its wait is not raced for the GIL by a reader thread woken by the same
     bytes, and ending the wait costs no thread wake-up unless bytes came meanwhile."""
 
@@ -96,18 +97,18 @@ class FdWaiter:
         os.write(self._wake_w, b"x")
 
     def pause(self) -> None:
-        if self._watched:
-            self._watched = False
-            try:
-                self._reader.unregister(self.fd)
-            except (ValueError, OSError):
-                pass                         # closed meanwhile (the bus is closing)
+        """Stop the reader's wait from waking for data (a hang-up still wakes it)."""
+        self._set_reader_events(0)
 
     def resume(self) -> None:
-        if not self._watched:
-            self._watched = True
+        self._set_reader_events(self._EVENTS)
+
+    def _set_reader_events(self, events: int) -> None:
+        # one epoll_ctl(MOD): half the cost of taking the fd out and putting it back
+        if self._watched != bool(events):
+            self._watched = bool(events)
             try:
-                self._reader.register(self.fd, self._EVENTS)
+                self._reader.modify(self.fd, events)
             except (ValueError, OSError):
                 pass                         # closed meanwhile (the bus is closing)
 
