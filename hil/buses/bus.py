@@ -509,21 +509,14 @@ class Bus:
         buffer = self.buffer
         limit = self.timeout if timeout is None else timeout
         searched = -1               # buffer.end the short way searched up to, found nothing
-        take = consume or (lambda found: self._match(found, patterns))
-
-        def what() -> str:
-            kinds = ["literal " + p.describe() if p.needle is not None else "regex " + p.describe()
-                     for p in patterns]
-            return kinds[0] if len(kinds) == 1 else "one of " + ", ".join(kinds)
-
         with buffer.lock:           # often the answer is here already: take the short way
             start = self._start()
             search = Search(patterns, start, self.max_match, self.encoding)
             if not (self._unraised or self._pending or self._closing):
                 nothing = buffer.end == start and all(p.min_width for p in patterns)
-                found = None if nothing else self._step(search, buffer.closed, limit, limit, what)
+                found = None if nothing else self._step(search, buffer.closed, limit, limit)
                 if found is not None and not found.deferred:
-                    return take(found)
+                    return consume(found) if consume else self._match(found, patterns)
                 if found is None and not buffer.closed:
                     searched = buffer.end
 
@@ -533,14 +526,13 @@ class Bus:
                 unchanged, searched = searched == buffer.end and not final, -1
                 if unchanged:
                     return None
-            found = self._step(search, final, budget, limit, what)
+            found = self._step(search, final, budget, limit)
             if found is None or found.deferred:
                 return _DEFERRED if found else None
-            return take(found)
-        return self._await(step, limit, what)  # type: ignore[return-value]
+            return consume(found) if consume else self._match(found, patterns)
+        return self._await(step, limit, lambda: _describe(patterns))  # type: ignore[return-value]
 
-    def _step(self, search: Search, final: bool, budget: float, limit: float,
-              what: Callable[[], str]) -> Found | None:
+    def _step(self, search: Search, final: bool, budget: float, limit: float) -> Found | None:
         """One search step; a regex that backtracks past `budget` is a clear BusTimeout."""
         __tracebackhide__ = True
         try:
@@ -548,7 +540,8 @@ class Bus:
         except SearchTooSlow:
             pattern = search.trying.describe()
             raise BusTimeout(
-                f"{self.name}: timed out after {limit:g} s waiting for {what()}: searching "
+                f"{self.name}: timed out after {limit:g} s waiting for "
+                f"{_describe(search.patterns)}: searching "
                 f"regex {pattern} did not finish in time (catastrophic backtracking on the "
                 f"bytes up to {self.buffer.end}: {_why_not_re2()}); "
                 "simplify the pattern", tail=self._tail()[0]) from None
@@ -645,6 +638,13 @@ class Bus:
         lost = ConnectionLost(f"{self.name}: connection lost {doing} ({reason}); {shown}")
         lost.__cause__ = error
         return lost
+
+
+def _describe(patterns: Sequence[Pattern]) -> str:
+    """What a wait is for, as its errors say it: "regex 'ok'", "one of literal 'a', ..."."""
+    kinds = ["literal " + p.describe() if p.needle is not None else "regex " + p.describe()
+             for p in patterns]
+    return kinds[0] if len(kinds) == 1 else "one of " + ", ".join(kinds)
 
 
 def _why_not_re2() -> str:
