@@ -288,21 +288,26 @@ class Bus:
         """The reader thread: transport -> buffer, transcript, watchers. It keeps off the
         transport while a caller reads in its wait, and never loses an error: that is kept in
         the buffer and raised (as ConnectionLost) by the next call."""
-        transport, error, more = self._transport, None, False
+        transport, error, more, skipped = self._transport, None, False, 0
         try:
             while not self._closing and not self.buffer.closed:
-                if self._callers:               # seen after a read or a wake: rest until
-                    with self._turn:            # the last caller stops waiting
+                # While callers wait, the transport keeps the wait below from waking for data
+                # (pause_reader), so the reader waits there: when the last caller stops, it
+                # wakes only if bytes came meanwhile. Woken twice while a caller reads (a
+                # hang-up, a flood's blocking reads), it rests until the last one stops.
+                if self._callers and skipped > 1:
+                    with self._turn:
                         while self._callers and not self._closing:
                             more, self._parked = False, True
                             self._turn.wait()
                         self._parked = False
-                # after a big chunk, more is likely there: read on at once. While callers
-                # wait, the transport keeps this wait from waking for data (pause_reader).
+                    skipped = 0
+                # after a big chunk, more is likely there: read on at once
                 ready = more or transport.wait()
                 if not ready or self._callers:  # closing, or a caller reads now
-                    more = False
+                    more, skipped = False, skipped + 1
                     continue
+                skipped = 0
                 count = self._read_in_turn(more)
                 more = (count or 0) >= min(CHUNK, self.buffer.max_read) // 2
         except BaseException as exc:  # noqa: BLE001 - surfaced by the next bus call
@@ -513,10 +518,12 @@ class Bus:
             start = self._start()
             search = Search(patterns, start, self.max_match, self.encoding)
             if not (self._unraised or self._pending or self._closing):
-                nothing = buffer.end == start and all(p.min_width for p in patterns)
-                found = None if nothing else self._step(search, buffer.closed, limit, limit)
-                if found is not None and not found.deferred:
-                    return consume(found) if consume else self._match(found, patterns)
+                if buffer.end == start and all(p.min_width for p in patterns):
+                    found = None            # nothing unread, and every pattern needs a byte
+                else:
+                    found = self._step(search, buffer.closed, limit, limit)
+                    if found is not None and not found.deferred:
+                        return consume(found) if consume else self._match(found, patterns)
                 if found is None and not buffer.closed:
                     searched = buffer.end
 
@@ -530,7 +537,8 @@ class Bus:
             if found is None or found.deferred:
                 return _DEFERRED if found else None
             return consume(found) if consume else self._match(found, patterns)
-        return self._await(step, limit, lambda: _describe(patterns))  # type: ignore[return-value]
+        return self._await(step, limit, lambda: _describe(patterns),  # type: ignore[return-value]
+                           read_now=searched >= 0)
 
     def _step(self, search: Search, final: bool, budget: float, limit: float) -> Found | None:
         """One search step; a regex that backtracks past `budget` is a clear BusTimeout."""
@@ -547,9 +555,11 @@ class Bus:
                 "simplify the pattern", tail=self._tail()[0]) from None
 
     def _await(self, step: Callable[[bool, float], object], limit: float,
-               what: Callable[[], str]) -> T:
+               what: Callable[[], str], read_now: bool = False) -> T:
         """Run `step(final, budget)` on each arrival until it returns a result; raise on a
-        watcher hit, at end of stream (ConnectionLost) or at the deadline (BusTimeout)."""
+        watcher hit, at end of stream (ConnectionLost) or at the deadline (BusTimeout).
+        `read_now`: nothing can be found yet, so take the transport from the reader at once
+        (the sooner, the less often its wait wakes for the answer to a write just made)."""
         __tracebackhide__ = True
         deadline = time.monotonic() + limit
         buffer = self.buffer
@@ -561,6 +571,9 @@ class Bus:
             try:
                 if self._closing:
                     raise BusError(f"{self.name}: the bus is closed")
+                if direct and read_now:
+                    counted = True
+                    self._start_reading()
                 began, unread = buffer.end, buffer.end - self._start()
                 deferred_since = 0.0
                 while True:
