@@ -171,6 +171,27 @@ def test_watcher_fails_a_test_that_never_calls_expect(pytester: pytest.Pytester)
     result.stdout.fnmatch_lines(["*WatcherTriggered*PANIC*"])
 
 
+def test_a_watcher_ends_with_the_test_that_set_it(pytester: pytest.Pytester) -> None:
+    """Test order cannot change what fails: a test's own watchers end with it; one set by a
+    fixture of wider scope stays for the tests that use it."""
+    pytester.path.joinpath("rig.toml").write_text(SIM_CONSOLE_RIG)
+    pytester.makepyfile(textwrap.dedent('''
+        import pytest
+        @pytest.fixture(scope="module")
+        def strict(console):
+            return console.fail_on("never-said")
+        def test_a(console, strict):
+            console.fail_on("PANIC")
+            console.query("echo a\\n", expect="a")
+        def test_b(console, strict):
+            console.writeline("panic")            # on purpose: test_a's watcher is gone
+            console.expect("PANIC", timeout=5)
+            assert [w.pattern.source for w in console.watchers] == ["never-said"]
+    '''))
+    result = run(pytester)
+    result.assert_outcomes(passed=2)
+
+
 def test_a_misspelled_fixture_keeps_pytests_own_error(project: pytest.Pytester) -> None:
     project.makepyfile("def test_typo(meterr):\n    pass\n")
     result = run(project)

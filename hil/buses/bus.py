@@ -235,6 +235,11 @@ class Bus:
             self._watchers = [*self._watchers, watcher]
         return watcher
 
+    @property
+    def watchers(self) -> tuple[Watcher, ...]:
+        """The `fail_on` watchers in force, oldest first."""
+        return tuple(self._watchers)
+
     def check_watchers(self) -> None:
         """Raise WatcherTriggered for a hit no bus call has raised yet (the plugin calls this
         after each test)."""
