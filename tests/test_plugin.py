@@ -154,6 +154,32 @@ def test_transcript_saved_per_test_and_shown_on_failure(pytester: pytest.Pyteste
     assert "second-test" in text and "first-test" not in text
 
 
+def test_results_show_the_last_run_only(pytester: pytest.Pytester) -> None:
+    """A later run that used the rig leaves no earlier figures or transcripts behind; a run
+    that used no rig resource (a unit-test suite beside the benches) leaves results alone."""
+    pytester.path.joinpath("rig.toml").write_text(SIM_CONSOLE_RIG)
+    pytester.makepyfile(textwrap.dedent('''
+        def test_one(console, measure):
+            console.query("echo one\\n", expect="one")
+            measure("x", 1.0)
+        def test_two(console):
+            console.query("echo two\\n", expect="two")
+        def test_plain():
+            pass
+    '''))
+    out = pytester.path / "out"
+    run(pytester).assert_outcomes(passed=3)
+    assert len(json.loads((out / "measurements.json").read_text())) == 1
+    assert len(list((out / "transcripts").iterdir())) == 2
+    run(pytester, "-k", "test_plain").assert_outcomes(passed=1, deselected=2)
+    assert len(list((out / "transcripts").iterdir())) == 2          # untouched
+    assert len(json.loads((out / "measurements.json").read_text())) == 1
+    run(pytester, "-k", "test_two").assert_outcomes(passed=1, deselected=2)
+    assert json.loads((out / "measurements.json").read_text()) == []
+    left = [f.name for f in (out / "transcripts").iterdir()]
+    assert left == ["test_results_show_the_last_run_only.py_test_two"]
+
+
 def test_watcher_fails_a_test_that_never_calls_expect(pytester: pytest.Pytester) -> None:
     pytester.path.joinpath("rig.toml").write_text(SIM_CONSOLE_RIG)
     pytester.makepyfile(textwrap.dedent('''
