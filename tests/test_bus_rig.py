@@ -81,6 +81,5 @@ def test_tcp_opens_a_real_host_and_port(bench: Simulators) -> None:
 ])
 def test_bad_values_are_rig_errors_naming_file_table_and_key(bench: Simulators, table: dict,
                                                              key: str) -> None:
-    r = check_table("console", table, str(Path("rigs/lab.toml")))
     with pytest.raises(RigError, match=rf"rigs/lab.toml, table \[console\], key '{key}'"):
-        open_resource(r, bench)
+        open_resource(check_table("console", table, str(Path("rigs/lab.toml"))), bench)

@@ -116,6 +116,7 @@ def test_events_kind_mock_simulator(tmp_path):
     ('url = "sim:replay"\nspeedup = -1.0', "speedup", "out of range"),
     ('url = "sim:replay"\nhistory = 0', "history", "out of range"),
     ('url = "sim:replay"\nsort_by = "time"', "sort_by", "is not one of"),
+    ('url = "sim:nothing"', "url", "names no simulator"),
 ])
 def test_events_kind_checks_keys(tmp_path, table, key, text):
     with pytest.raises(RigError, match=text) as info:
@@ -126,7 +127,6 @@ def test_events_kind_checks_keys(tmp_path, table, key, text):
 @pytest.mark.parametrize("table, key, text", [
     ('url = "sim:replay"', "db", "needs the database"),
     ('url = "sim:replay"\ndb = "missing.sqlite"', "db", "does not exist"),
-    ('url = "sim:nothing"', "url", "unknown simulator"),
     ('url = "localhost:5556"', "url", "no ZeroMQ address"),
 ])
 def test_events_kind_open_errors_name_the_key(tmp_path, table, key, text):

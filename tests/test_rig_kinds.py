@@ -27,10 +27,21 @@ from hil.rig import Simulators, check_table, kinds, load_rig, open_resource
     ({"kind": "otii", "host": "h", "max_current": float("nan")}, "max_current", "finite"),
     ({"kind": "tia", "host": "h", "timeout": 0.0}, "timeout", "out of range"),
     ({"kind": "tia", "host": "sim", "speed": float("inf")}, "speed", "finite"),
+    ({"kind": "serial", "url": "sim:dutt"}, "url", 'names no simulator.*offers "sim:dut"'),
+    ({"kind": "tcp", "host": "sim:dut"}, "host", 'names no simulator.*offers "sim"'),
+    ({"kind": "otii", "host": "sim:arc"}, "host", 'names no simulator.*offers "sim"'),
+    ({"kind": "events", "url": "sim:nothing"}, "url",
+     'names no simulator.*offers "sim:replay" or "sim:mock" or "sim:dut"'),
 ])
 def test_well_typed_nonsense_is_refused_at_load(table: dict, key: str, words: str) -> None:
     with pytest.raises(RigError, match=rf"{words}.*\(file rig.toml, table \[r\], key '{key}'\)"):
         check_table("r", table, "rig.toml")
+
+
+def test_stream_kinds_take_a_simulator_per_name() -> None:
+    for kind in ("tia", "sttp"):
+        assert check_table("s", {"kind": kind, "host": "sim:grid2"}, "rig.toml")["host"] \
+            == "sim:grid2"
 
 
 def test_a_table_name_must_be_a_fixture_name() -> None:

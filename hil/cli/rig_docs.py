@@ -50,6 +50,10 @@ def _allowed(key: Key) -> str:
         low = "" if key.min is None else _number(key.min)
         high = "" if key.max is None else _number(key.max)
         return f"{low} … {high}".strip()
+    if key.sims:
+        sims = ", ".join('`"sim:NAME"`' if s == "sim:*" else f"`{json.dumps(s)}`"
+                         for s in key.sims)
+        return f"simulators: {sims}"
     return ""
 
 

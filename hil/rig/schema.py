@@ -28,6 +28,8 @@ class Key:
     """One key of a kind: TOML type(s), default (REQUIRED if none), allowed values or range.
 
     Numbers must be finite; `min`/`max` are inclusive bounds (`None`: open on that side).
+    `sims`: the simulators the key may name ("sim", "sim:dut"; "sim:*" for any "sim:NAME"),
+    checked when the rig file loads; empty for a key that names none.
     """
 
     type: type | tuple[type, ...]
@@ -36,6 +38,7 @@ class Key:
     help: str = ""
     min: float | None = None
     max: float | None = None
+    sims: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,10 @@ def check_value(key: str, spec: Key, value: Any, where: Callable[..., RigError])
         raise where(f"expected {article} {name}, got {value!r}", key)
     if isinstance(value, float) and not math.isfinite(value):
         raise where(f"expected a finite number, got {value!r}", key)
+    if spec.sims and is_sim(value) and value not in spec.sims \
+            and not ("sim:*" in spec.sims and value.startswith("sim:")):
+        offered = " or ".join('"sim:NAME"' if s == "sim:*" else f'"{s}"' for s in spec.sims)
+        raise where(f"{value!r} names no simulator of this kind; it offers {offered}", key)
     if spec.choices is not None and value not in spec.choices:
         raise where(f"{value!r} is not one of {', '.join(map(repr, spec.choices))}", key)
     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -57,9 +57,6 @@ def open_events(resource: Resource, sims: Simulators) -> EventSubscriber:
     url = resource["url"]
     topics = _strings(resource, "topics")
     if is_sim(url):
-        if url not in SIMULATORS:
-            raise resource.error(f"unknown simulator {url!r}; the events kind offers "
-                                 f"{', '.join(SIMULATORS)}", key="url")
         from hil.sim.events_server import EventServer
         try:
             source = _source(resource, sims)
@@ -84,7 +81,8 @@ def open_events(resource: Resource, sims: Simulators) -> EventSubscriber:
 
 KIND = RigKind(
     keys={
-        "url": Key(str, help='publisher address (tcp://HOST:PORT, ipc://PATH), or "sim:replay", '
+        "url": Key(str, sims=SIMULATORS,
+                        help='publisher address (tcp://HOST:PORT, ipc://PATH), or "sim:replay", '
                              '"sim:mock", "sim:dut"'),
         "topics": Key(list, [], help="topic prefixes to subscribe to (empty: all); end them "
                                      'with "." or give full topics'),

@@ -12,7 +12,7 @@ from hil.rig.schema import PORT, GuardTarget, Key, Resource, RigKind, is_sim
 from hil.rig.simulators import Simulators
 
 KEYS: dict[str, Key] = {
-    "host": Key(str, help='Otii TCP server address, or "sim" for the simulator'),
+    "host": Key(str, sims=("sim",), help='Otii TCP server address, or "sim" for the simulator'),
     "port": Key(int, 1905, min=PORT[0], max=PORT[1], help="Otii TCP server port (not used "
                                                            "for sim)"),
     "device": Key(str, "", help="device name or id; empty = the first Arc/Ace"),
@@ -82,9 +82,6 @@ def sim_account(res: Resource, cfg: OtiiConfig) -> dict[str, str]:
 def open_power(res: Resource, sims: Simulators) -> OtiiPower:
     cfg = config_from(res)
     if is_sim(cfg.host):
-        if cfg.host != "sim":
-            raise res.error(f"unknown simulator {cfg.host!r}; the otii kind offers host = "
-                            "\"sim\"", key="host")
         from hil.sim.otii_server import OtiiServer
         accounts = sim_account(res, cfg)
         bench = sims.bench

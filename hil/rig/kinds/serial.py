@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hil.buses.serial import SerialBus
 from hil.rig.kinds.common import BUS_KEYS, bus_options
-from hil.rig.schema import Key, Resource, RigKind, is_sim
+from hil.rig.schema import Key, Resource, RigKind
 from hil.rig.simulators import Simulators
 
 
@@ -14,9 +14,6 @@ def open_serial(resource: Resource, sims: Simulators) -> SerialBus:
         from hil.sim.dut_server import serve_pty
         bench = sims.bench
         url = bench.start("dut-pty", lambda: serve_pty(bench.dut)).path
-    elif is_sim(url):
-        raise resource.error(f"unknown simulator {url!r}; the serial kind offers \"sim:dut\"",
-                             key="url")
     return SerialBus(url, resource["baudrate"], resource["bytesize"], resource["parity"],
                      resource["stopbits"], resource["xonxoff"], resource["rtscts"],
                      resource["dsrdtr"], **bus_options(resource))
@@ -24,7 +21,8 @@ def open_serial(resource: Resource, sims: Simulators) -> SerialBus:
 
 KIND = RigKind(
     keys={
-        "url": Key(str, help='device path or pyserial URL (rfc2217://, socket://, loop://); '
+        "url": Key(str, sims=("sim:dut",),
+                        help='device path or pyserial URL (rfc2217://, socket://, loop://); '
                              '"sim:dut" for the virtual DUT'),
         "baudrate": Key(int, 115200, min=50, max=20_000_000),
         "bytesize": Key(int, 8, choices=(5, 6, 7, 8)),

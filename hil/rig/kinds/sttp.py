@@ -37,7 +37,8 @@ def open_sttp(resource: Resource, sims: Simulators) -> SttpSubscriber:
 
 KIND = RigKind(
     keys={
-        "host": Key(str, help='STTP publisher host, or "sim" for the simulator'),
+        "host": Key(str, sims=("sim", "sim:*"),
+                         help='STTP publisher host, or "sim" for the simulator'),
         "port": Key(int, DEFAULT_PORT, min=PORT[0], max=PORT[1],
                     help="publisher command channel port (not used for sim)"),
         "filter": Key(str, "", help="filter expression; empty: every active measurement"),

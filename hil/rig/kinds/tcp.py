@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hil.buses.tcp import TcpBus
 from hil.rig.kinds.common import BUS_KEYS, DAY, bus_options
-from hil.rig.schema import PORT, Key, Resource, RigKind, is_sim
+from hil.rig.schema import PORT, Key, Resource, RigKind
 from hil.rig.simulators import Simulators
 
 
@@ -15,9 +15,6 @@ def open_tcp(resource: Resource, sims: Simulators) -> TcpBus:
         bench = sims.bench
         server = bench.start("dut-tcp", lambda: serve_tcp(bench.dut))
         host, port = server.host, server.port
-    elif is_sim(host):
-        raise resource.error(f"unknown simulator {host!r}; the tcp kind offers host = \"sim\"",
-                             key="host")
     elif port == 0:
         raise resource.error("missing port: a real host needs its TCP port (1-65535)",
                              key="port")
@@ -26,7 +23,7 @@ def open_tcp(resource: Resource, sims: Simulators) -> TcpBus:
 
 KIND = RigKind(
     keys={
-        "host": Key(str, help='host name or address; "sim" for the virtual DUT'),
+        "host": Key(str, sims=("sim",), help='host name or address; "sim" for the virtual DUT'),
         "port": Key(int, 0, min=0, max=PORT[1], help="TCP port (not needed for sim)"),
         "connect_timeout": Key(float, 5.0, min=0.001, max=DAY,
                                help="seconds to wait for the connection"),

@@ -35,7 +35,8 @@ def open_tia(resource: Resource, sims: Simulators) -> TiaClient:
 
 KIND = RigKind(
     keys={
-        "host": Key(str, help='TiA server host, or "sim" for the simulator'),
+        "host": Key(str, sims=("sim", "sim:*"),
+                         help='TiA server host, or "sim" for the simulator'),
         "port": Key(int, DEFAULT_PORT, min=PORT[0], max=PORT[1],
                     help="control port (not used for sim)"),
         "transport": Key(str, "tcp", choices=("tcp", "udp"), help="data connection"),
