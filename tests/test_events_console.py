@@ -47,6 +47,7 @@ def test_script_cuts_commands_and_replies():
     script = ConsoleScript.from_entries("s", entries)
     assert script.preamble == [(0.0, b"hello\r\n> ")]
     assert script.replies == {b"a": [[]], b"b": [[(0.5, b"B!\r\n"), (1.0, b"> ")]]}
+    assert script.prompt == b"> "                   # what replies end with most often
 
 
 @pytest.mark.parametrize("transport", ["pty", "tcp"])
@@ -69,6 +70,7 @@ def test_recorded_session_answers_like_the_dut(session_db, transport):
             error = bus.query("format flash\n", expect=r"error: command 'format flash' was "
                               r"never recorded in session 'lab-1'; recorded commands: [^\r]*")
             assert "'version'" in error.group(0) and "'tx 1'" in error.group(0)
+            bus.expect_exact("\r\n" + PROMPT, timeout=5)     # then the prompt, like the DUT
             assert served.console.unknown == ["format flash"]
         finally:
             bus.close()

@@ -310,7 +310,7 @@ def open_readonly(path: str | Path) -> sqlite3.Connection:
     """A read-only connection; InstrumentError names a missing or unreadable file."""
     path = Path(path)
     if not path.is_file():
-        raise InstrumentError(f"event database {path} does not exist")
+        raise InstrumentError(f"SQLite database {path} does not exist")
     try:
         db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
                              check_same_thread=False)

@@ -15,8 +15,9 @@ TCP port by the same code. Rules (decided here):
 * a command is answered with its recorded reply, at the recorded delays divided by `speedup`
   (0 = at once); a command recorded several times answers with its replies in recorded order,
   the last one repeating;
-* a command never recorded gets one error line naming it and the recorded commands (and is
-  kept in `.unknown`); an empty line that was never recorded is ignored.
+* a command never recorded gets one error line naming it and the recorded commands, then the
+  session's prompt (what its replies most often end with), and is kept in `.unknown`; an empty
+  line that was never recorded is ignored.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import queue
 import signal
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +76,14 @@ class ConsoleScript:
     @property
     def commands(self) -> list[str]:
         return [c.decode(errors="replace") for c in self.replies]
+
+    @property
+    def prompt(self) -> bytes:
+        """What the DUT's replies most often end with after their last line ("dut> "), b""
+        if they end with a line ending."""
+        tails = Counter(b"".join(data for _, data in reply).rpartition(b"\n")[2]
+                        for replies in self.replies.values() for reply in replies)
+        return max(tails, key=lambda t: (tails[t], t)) if tails else b""
 
 
 def _line_end(data: bytearray) -> tuple[int, int] | None:
@@ -163,7 +173,7 @@ class ReplayedConsole:
             message = (f"[hil console replay] error: command {text!r} was never recorded in "
                        f"session {self.script.session!r}; recorded commands: {listed}{more}")
             log.warning("%s", message)
-            return [(0.0, f"\r\n{message}\r\n".encode())]
+            return [(0.0, f"\r\n{message}\r\n".encode() + self.script.prompt)]
         k = self._used.get(line, 0)
         self._used[line] = k + 1
         self.answered += 1
