@@ -16,7 +16,7 @@ import pytest
 
 from hil import clock
 from hil.buses import Bus, Match, SerialBus, TcpBus
-from hil.errors import BusError, BusTimeout, ConnectionLost
+from hil.errors import BusDataError, BusError, BusTimeout, ConnectionLost
 from waiting import wait_until
 
 WAIT = 5.0          # every wait in these tests ends by then (no test should come close)
@@ -235,6 +235,23 @@ def test_write_writeline_and_write_hex_send_the_right_bytes(bus: Bus, device: De
     bus.writeline("cmd")
     bus.write_hex("0a1B ff 00")
     assert recv_exactly(device, 16) == b"\x00raw" + "tëxt".encode() + b"cmd\n\x0a\x1b\xff\x00"
+
+
+@pytest.mark.parametrize("timeout", [-1, float("nan"), float("inf"), "5", True])
+def test_a_timeout_that_is_no_time_is_refused_clearly(bus: Bus, timeout: object) -> None:
+    for call in (lambda: bus.expect("x", timeout=timeout), lambda: bus.read(1, timeout),
+                 lambda: bus.read_until(b"\n", timeout), lambda: list(bus.lines(timeout))):
+        with pytest.raises(BusDataError, match=rf"{bus.name}: timeout must be a finite number "
+                                               rf"of seconds, 0 or more; got {timeout!r}"):
+            call()
+
+
+def test_timeout_zero_takes_what_already_arrived(bus: Bus, device: Device) -> None:
+    device.send(b"ready\n")
+    wait_until(lambda: bus.received == 6, "the bytes")
+    assert bus.expect("ready", timeout=0).text == "ready"
+    with pytest.raises(BusTimeout, match="timed out after 0 s"):
+        bus.expect("more", timeout=0)
 
 
 @pytest.mark.parametrize("bad, why", [("0g", "'g' is not a hex digit"),

@@ -25,6 +25,7 @@ naming the bus. The frames of this module are hidden from pytest tracebacks
 """
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -38,7 +39,8 @@ from hil.buses.matcher import (MAX_MATCH, Found, Pattern, PatternLike, Search, S
                                check_encoding, compile_pattern, compile_patterns, decode)
 from hil.buses.transcript import Transcript, escape
 from hil.buses.transport import Transport
-from hil.errors import BusError, BusTimeout, ConnectionLost, PatternError, WatcherTriggered
+from hil.errors import (BusDataError, BusError, BusTimeout, ConnectionLost, PatternError,
+                        WatcherTriggered)
 
 __all__ = ["Bus"]
 
@@ -65,9 +67,9 @@ class Bus:
                  retention: int = DEFAULT_RETENTION, max_match: int = MAX_MATCH,
                  settle: float = SETTLE) -> None:
         self.name = name or transport.description
+        self.timeout = _seconds(self.name, timeout)
         self.encoding = check_encoding(encoding)
         self.line_ending = line_ending
-        self.timeout = timeout
         self.max_match = max_match
         self.settle = settle
         self.buffer = ReceiveBuffer(retention)
@@ -142,7 +144,7 @@ class Bus:
                 return None
             self._cursor = start + n
             return self.buffer.get(start, start + n)
-        return self._await(step, self.timeout if timeout is None else timeout,
+        return self._await(step, self._limit(timeout),
                            lambda: f"{n} bytes")
 
     def read_until(self, terminator: str | bytes | Sequence[str | bytes] = b"\n",
@@ -184,7 +186,7 @@ class Bus:
     def lines(self, timeout: float | None = None) -> Iterator[str]:
         """Yield each received line (decoded, line ending removed) until `timeout` seconds
         have passed in all, or the stream ends (then the unterminated rest, if any)."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        deadline = time.monotonic() + self._limit(timeout)
         while True:
             try:
                 line = self.read_until(b"\n", max(0.0, deadline - time.monotonic()))
@@ -496,6 +498,11 @@ class Bus:
             raise self._lost("to write")
 
     # ------------------------------------------------------------------ engine: waiting
+    def _limit(self, timeout: float | None) -> float:
+        """The seconds a call may wait: its `timeout`, else the bus's."""
+        __tracebackhide__ = True
+        return _seconds(self.name, self.timeout if timeout is None else timeout)
+
     def _start(self) -> int:
         """The read cursor, moved past bytes dropped by the retention limit."""
         return max(self._cursor, self.buffer.base)
@@ -517,7 +524,7 @@ class Bus:
         into a Match)."""
         __tracebackhide__ = True
         buffer = self.buffer
-        limit = self.timeout if timeout is None else timeout
+        limit = self._limit(timeout)
         searched = -1               # buffer.end the short way searched up to, found nothing
         with buffer.lock:           # often the answer is here already: take the short way
             start = self._start()
@@ -656,6 +663,17 @@ class Bus:
         lost = ConnectionLost(f"{self.name}: connection lost {doing} ({reason}); {shown}")
         lost.__cause__ = error
         return lost
+
+
+def _seconds(name: str, timeout: object) -> float:
+    """`timeout` if it is a finite number of seconds, 0 or more (0: look at what already
+    arrived, do not wait); else BusDataError (a ValueError) naming the bus."""
+    __tracebackhide__ = True
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not 0 <= timeout < math.inf:
+        raise BusDataError(f"{name}: timeout must be a finite number of seconds, 0 or more; "
+                         f"got {timeout!r}")
+    return timeout
 
 
 def _describe(patterns: Sequence[Pattern]) -> str:
