@@ -7,6 +7,7 @@ import pytest
 
 from hil.buses.serial import SerialBus
 from hil.buses.tcp import TcpBus
+from hil.cli import record_console as record_console_cli
 from hil.errors import RigError
 from hil.instruments.console_recording import record_console
 from hil.protocols.events_db import ConsoleEntry, read_console
@@ -136,3 +137,26 @@ def test_events_kind_open_errors_name_the_key(tmp_path, table, key, text):
     with simulators_for(loaded) as sims, pytest.raises(RigError, match=text) as info:
         open_resource(loaded["ev"], sims)
     assert info.value.key == key
+
+
+def test_record_console_command_stores_a_session_that_replays(tmp_path, capsys):
+    rig_file = tmp_path / "rig.toml"
+    rig_file.write_text('[console]\nkind = "tcp"\nhost = "sim"\n')   # no otii: the DUT is on
+    db = tmp_path / "lab.sqlite"
+    code = record_console_cli.main([f"{rig_file}:console", "--db", str(db), "--session", "s1",
+                                    "--send", "version", "--expect", "dut> ",
+                                    "--settle", "0.5"])
+    assert code == 0, capsys.readouterr().err
+    name, entries = read_console(db, "s1")
+    assert name == "s1" and any(b"version" in e.data for e in entries if e.direction == "tx")
+    assert ConsoleScript.from_entries(name, entries).replies[b"version"]
+
+
+def test_record_console_command_on_an_unpowered_dut_says_why(tmp_path, capsys):
+    rig_file = tmp_path / "rig.toml"     # the simulated otii powers the DUT: off until a test
+    rig_file.write_text('[power]\nkind = "otii"\nhost = "sim"\n'
+                        '[console]\nkind = "tcp"\nhost = "sim"\n')
+    code = record_console_cli.main([f"{rig_file}:console", "--db", str(tmp_path / "x.sqlite"),
+                                    "--send", "version", "--timeout", "0.3", "--settle", "0"])
+    assert code == 1
+    assert "nothing was ever received; is the DUT on?" in capsys.readouterr().err

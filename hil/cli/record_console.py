@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from hil.buses.transcript import escape
-from hil.errors import HilError
+from hil.errors import BusTimeout, HilError
 from hil.instruments.console_recording import record_console
 from hil.rig.loader import load_rig, open_resource, simulators_for
 
@@ -72,7 +72,14 @@ def _converse(bus, args: argparse.Namespace) -> None:  # noqa: ANN001 - any Bus
     if args.send:
         for command in args.send:
             bus.writeline(command)
-            _show(bus.expect(args.expect, timeout=args.timeout).before)
+            try:
+                _show(bus.expect(args.expect, timeout=args.timeout).before)
+            except BusTimeout as exc:
+                if bus.received:
+                    raise
+                raise BusTimeout(f"{exc}; is the DUT on? One powered by an instrument of the "
+                                 "rig (the simulated rig's otii too) stays off until a test "
+                                 "switches it on") from None
         return
     print("type commands; end with Ctrl-D", file=sys.stderr, flush=True)
     for line in sys.stdin:
