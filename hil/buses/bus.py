@@ -67,7 +67,7 @@ class Bus:
                  retention: int = DEFAULT_RETENTION, max_match: int = MAX_MATCH,
                  settle: float = SETTLE) -> None:
         self.name = name or transport.description
-        self.timeout = _seconds(self.name, timeout)
+        self.timeout = timeout                  # checked by the property's setter
         self.encoding = check_encoding(encoding)
         self.line_ending = line_ending
         self.max_match = max_match
@@ -98,6 +98,15 @@ class Bus:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+    @property
+    def timeout(self) -> float:
+        """Default seconds for every wait; a finite number, 0 or more (BusDataError if not)."""
+        return self._wait_default
+
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        self._wait_default = _seconds(self.name, value)
 
     # ------------------------------------------------------------------ writing
     def write(self, data: bytes | str) -> None:
@@ -499,13 +508,14 @@ class Bus:
 
     # ------------------------------------------------------------------ engine: waiting
     def _limit(self, timeout: float | None) -> float:
-        """The seconds a call may wait: its `timeout`, else the bus's."""
+        """The seconds a call may wait: its `timeout`, else the bus's (checked at open)."""
         __tracebackhide__ = True
-        return _seconds(self.name, self.timeout if timeout is None else timeout)
+        return self._wait_default if timeout is None else _seconds(self.name, timeout)
 
     def _start(self) -> int:
         """The read cursor, moved past bytes dropped by the retention limit."""
-        return max(self._cursor, self.buffer.base)
+        cursor, base = self._cursor, self.buffer.base
+        return cursor if cursor > base else base
 
     def _match(self, found: Found, patterns: Sequence[Pattern]) -> Match:
         """Turn what a Search found into a Match and move the cursor past it."""
