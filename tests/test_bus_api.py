@@ -240,10 +240,12 @@ def test_write_writeline_and_write_hex_send_the_right_bytes(bus: Bus, device: De
 @pytest.mark.parametrize("timeout", [-1, float("nan"), float("inf"), "5", True])
 def test_a_timeout_that_is_no_time_is_refused_clearly(bus: Bus, timeout: object) -> None:
     for call in (lambda: bus.expect("x", timeout=timeout), lambda: bus.read(1, timeout),
-                 lambda: bus.read_until(b"\n", timeout), lambda: list(bus.lines(timeout))):
+                 lambda: bus.read_until(b"\n", timeout), lambda: list(bus.lines(timeout)),
+                 lambda: setattr(bus, "timeout", timeout)):
         with pytest.raises(BusDataError, match=rf"{bus.name}: timeout must be a finite number "
                                                rf"of seconds, 0 or more; got {timeout!r}"):
             call()
+    assert bus.timeout == WAIT                        # the default stays as it was
 
 
 def test_timeout_zero_takes_what_already_arrived(bus: Bus, device: Device) -> None:
