@@ -245,7 +245,13 @@ _bodies = st.one_of(
                     max_size=4).map(lambda d: json.dumps(d).encode()),
     st.binary(max_size=24),
     st.sampled_from([b"{}", b'{"__seq":2}', b'{"__seq":"2"}', b'{"__wire_time":1e400}', b"[]",
-                     b'{"a":NaN}', b'{"a":1}}', b'{"a":"\\ud800"}', b"\xef\xbb\xbf{}"]))
+                     b'{"a":NaN}', b'{"a":1}}', b'{"a":"\\ud800"}', b"\xef\xbb\xbf{}",
+                     # found by an attacker's trial: SQLite and Python read these differently
+                     b'{"v":1,"__data_time":1' + b"0" * 400 + b"}", b'{"x":NaN,"s":"\\ud800"}',
+                     b'{"v":1}\x00junk', b'{"__wire_time":"x","__wire_time":1.5,"v":1}',
+                     b'{"v":1,"__seq":"x","__seq":5}', b'{"\\u005f_seq":1,"__seq":2}',
+                     b'{"__seq":99999999999999999999}', b'{"__seq":-1}',
+                     b'{"a":' + b"[" * 1500 + b"]" * 1500 + b"}", b'{"s":"\\u00e9"}']))
 
 
 @settings(max_examples=60, deadline=None)
@@ -273,6 +279,12 @@ def test_received_batches_store_exactly_the_bodies_the_codec_accepts(bodies):
         assert malformed == len(bodies) - len(expected)
         got = [b for _, b in fields(Replay(db, speedup=0).dicts())]
     assert json.dumps(got) == json.dumps(expected)
+
+
+def test_a_topic_holding_nul_is_malformed_not_cut(tmp_path):
+    with EventWriter(tmp_path / "e.sqlite") as writer:
+        assert writer.write_frames([("t\x00evil", b'{"v":1}', T0), ("t", b'{"v":2}', T0)]) == 1
+    assert fields(Replay(tmp_path / "e.sqlite", speedup=0).dicts()) == [("t", {"v": 2})]
 
 
 def test_deeply_nested_bodies_are_malformed_not_a_crash(tmp_path):

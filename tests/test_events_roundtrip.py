@@ -257,3 +257,24 @@ def test_lazy_subscriber_reports_a_malformed_body_it_was_not_waiting_for():
         with pytest.raises(ValidationError, match="1 malformed"):
             sub.check_sequence()
         assert [ev.topic for ev in sub.history()] == ["t", "t"]
+
+
+HUGE = b"1" + b"0" * 400                # a JSON integer no float can hold
+
+
+@pytest.mark.parametrize("hostile", [
+    b'{"__seq":2,"__data_time":' + HUGE + b"}",       # parsed by the reader (seq not last)
+    b'{"__data_time":' + HUGE + b',"__seq":2}',       # parsed lazily (seq read from the text)
+    b'{"s":"\\ud800","__seq":2}',                     # a lone surrogate
+    b'{"__seq":99999999999999999999}',                # no int64
+    b'{"v":0,"__seq":-1}',
+])
+def test_hostile_numbers_and_text_are_malformed_and_the_reader_lives_on(hostile):
+    with EventPublisher() as pub, EventSubscriber(pub.url, strict=False) as sub:
+        pub.wait_for_subscribers(1, timeout=10)
+        pub.send_frames([b"t", b'{"v":1,"__seq":1}'])
+        pub.send_frames([b"t", hostile])
+        pub.send_frames([b"t", b'{"v":3,"__seq":3}'])
+        assert sub.expect_event("t", {"v": 3}, timeout=10)["__seq"] == 3
+        assert [e["v"] for e in sub.history(topic="t")] == [1, 3]   # every body looked at
+        assert sub.malformed == 1

@@ -165,10 +165,10 @@ class Event:
 
 # --------------------------------------------------------------------------- wire
 def check_topic(topic: str) -> bytes:
-    """Frame 0 of `topic` (a non-empty str); ProtocolError otherwise."""
-    if not isinstance(topic, str) or not topic:
-        raise ProtocolError(f"an event topic must be a non-empty string, got {topic!r}",
-                            field="topic")
+    """Frame 0 of `topic` (a non-empty str without NUL); ProtocolError otherwise."""
+    if not isinstance(topic, str) or not topic or "\x00" in topic:
+        raise ProtocolError(f"an event topic must be a non-empty string without NUL, got "
+                            f"{topic!r}", field="topic")
     return topic.encode()
 
 
@@ -228,14 +228,53 @@ def parse_body(data: str | bytes | bytearray) -> dict[str, Any]:
                             f"{_clip(data)}", field="body")
     for key in (DATA_TIME, WIRE_TIME):
         value = body.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value)):
+        if value is not None and not _finite_number(value):
             raise ProtocolError(f"{key} must be a finite number (epoch seconds) or null, got "
-                                f"{value!r}", field=key)
+                                f"{_clip(value, 60)}", field=key)
     seq = body.get(SEQ)
-    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
-        raise ProtocolError(f"{SEQ} must be an integer, got {seq!r}", field=SEQ)
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)
+                            or not 0 <= seq < MAX_SEQ):
+        raise ProtocolError(f"{SEQ} must be an integer from 0 to 2**63-1, got "
+                            f"{_clip(seq, 60)}", field=SEQ)
+    if "\\u" in text:                  # escapes: lone surrogates, keys spelled as escapes
+        _check_escaped(text, body)
+    elif any(text.count(f'"{key}"') > 1 for key in RESERVED if key in body):
+        _check_duplicates(text)
     return body
+
+
+MAX_SEQ = 1 << 63       # __seq is an SQLite INTEGER and a numpy uint64 in a capture
+
+
+def _finite_number(value: object) -> bool:
+    """A JSON number that is finite as a float (a 400-digit integer is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _check_escaped(text: str, body: dict[str, Any]) -> None:
+    """A body using \\u escapes: no lone UTF-16 surrogate (it cannot be stored or sent on as
+    UTF-8), and no reserved key given twice under any spelling."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode()      # NaN allowed here: only UTF-8
+    except UnicodeEncodeError:
+        raise ProtocolError(f"event body holds a lone UTF-16 surrogate escape: {_clip(text)}",
+                            field="body") from None
+    _check_duplicates(text)
+
+
+def _check_duplicates(text: str) -> None:
+    """ProtocolError if a reserved key appears twice at the top level: JSON readers disagree
+    on which one counts (Python takes the last, SQLite the first)."""
+    keys = [key for key, _ in json.loads(text, object_pairs_hook=lambda pairs: pairs)]
+    for key in RESERVED:
+        if keys.count(key) > 1:
+            raise ProtocolError(f"event body gives {key} {keys.count(key)} times",
+                                field=key)
 
 
 def decode(frames: list[bytes], received: float = math.nan) -> Event:
@@ -267,12 +306,16 @@ def _topic(frames: list[bytes]) -> str:
                             field="topic") from None
     if not topic:
         raise ProtocolError("event topic is empty", field="topic")
+    if "\x00" in topic:
+        raise ProtocolError(f"event topic holds a NUL byte: {_clip(frames[0], 60)}",
+                            field="topic")
     return topic
 
 
 # `"__seq":N}` closing the text: in valid JSON that is the top-level key (the final brace
 # closes the object; a quote followed by a colon opens a key), and the last duplicate wins
-_SEQ_AT_END = re.compile(rb'(?<!\\)"__seq"[ \t\r\n]*:[ \t\r\n]*(0|[1-9][0-9]*)[ \t\r\n]*\}[ \t\r\n]*\Z')
+_SEQ_AT_END = re.compile(
+    rb'(?<!\\)"__seq"[ \t\r\n]*:[ \t\r\n]*(0|[1-9][0-9]{0,18})[ \t\r\n]*\}[ \t\r\n]*\Z')
 _SEQ_TAIL = 64
 
 
@@ -282,7 +325,8 @@ def raw_seq(raw: bytes) -> tuple[bool, int | None]:
     only parsing can tell."""
     found = _SEQ_AT_END.search(raw, max(0, len(raw) - _SEQ_TAIL))
     if found is not None:
-        return True, int(found.group(1))
+        seq = int(found.group(1))
+        return (True, seq) if seq < MAX_SEQ else (False, None)   # too big: parsing says so
     if b'"__seq"' not in raw and b"\\u" not in raw:
         return True, None
     return False, None

@@ -82,6 +82,20 @@ def _finite_time(t: Any) -> Any:
     return t if isinstance(t, (int, float)) and math.isfinite(t) else None
 
 
+def _plain(topic: str, body: bytes) -> bool:
+    """True when SQLite's JSON and the codec cannot read `body` differently, so the fast path
+    may store it unchecked: no NUL, no \\u escape (a lone surrogate, a key spelled as escapes),
+    no reserved key twice (readers disagree on which counts), no deep nesting (the codec
+    refuses what SQLite takes). Anything else takes the checked path."""
+    return (b"\x00" not in body and b"\\u" not in body and "\x00" not in topic
+            and body.count(b"{") + body.count(b"[") < MAX_PLAIN_NESTING
+            and body.count(b'"__seq"') < 2 and body.count(b'"__data_time"') < 2
+            and body.count(b'"__wire_time"') < 2)
+
+
+MAX_PLAIN_NESTING = 256
+
+
 def db_error(path: str | Path, exc: sqlite3.Error, doing: str) -> InstrumentError:
     """A clear error for an SQLite failure on `path`."""
     text = str(exc)
@@ -169,8 +183,8 @@ class EventWriter:
             self._rollback()
             raise db_error(self.path, exc, f"writing a batch of {len(events)} events "
                                            "(not stored)") from None
-        except ProtocolError:
-            self._rollback()
+        except BaseException:               # a body the codec cannot encode, an interrupt:
+            self._rollback()                # never leave the transaction open
             raise
         self.events_written += len(events)
 
@@ -189,7 +203,8 @@ class EventWriter:
         fails the batch, which then takes the checked path."""
         if not frames:
             return 0
-        if self._insert_batch(frames):
+        if not all(_plain(topic, body) for topic, body, _ in frames) or \
+                self._insert_batch(frames):
             return self._write_checked(frames)
         self.events_written += len(frames)
         return 0
@@ -286,7 +301,8 @@ class EventWriter:
 _RESERVED_OK = (
     f"coalesce(json_type(body, '$.{DATA_TIME}'), 'null') IN ('integer', 'real', 'null') AND "
     f"coalesce(json_type(body, '$.{WIRE_TIME}'), 'null') IN ('integer', 'real', 'null') AND "
-    f"coalesce(json_type(body, '$.{SEQ}'), 'null') IN ('integer', 'null')")
+    f"coalesce(json_type(body, '$.{SEQ}'), 'null') IN ('integer', 'null') AND "
+    f"coalesce(json_extract(body, '$.{SEQ}') BETWEEN 0 AND {(1 << 63) - 1}, 1)")
 _INSERT_BATCH = (
     "WITH s(k, topic, t, body) AS MATERIALIZED (SELECT c.key, c.value ->> 0, c.value ->> 1, "
     "CAST(substr(?2, c.value ->> 2, c.value ->> 3) AS TEXT) FROM json_each(?1) c) "
