@@ -22,6 +22,7 @@ from hil.protocols.sttp_metadata import encode_metadata
 from hil.protocols.sttp_ticks import from_unix
 from hil.sim.sttp_points import make_points
 from hil.sim.sttp_server import SttpServer
+from hil.timeout import Deadline
 from waiting import wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
@@ -126,6 +127,7 @@ class Scripted:
         self.listener.settimeout(5)
         conn, _ = self.listener.accept()
         conn.settimeout(5)
+        self._conn = conn
         reader = fr.FrameReader(responses=False)
         queue = []
         try:
@@ -193,6 +195,56 @@ def test_sttpapi_quirks_cache_slot_ff_countless_packets_and_base_times():
         capture = sub.capture(frames=4)
     assert capture.n_packets == 4 and capture["GRID_PMU001:FREQ"].samples.tolist() == [[1.0] * 4]
     assert any("both slots" in m for m in sub.messages)
+
+
+class Chatty(Scripted):
+    """Scripted, then `tail()` frames sent every `every` s until the test ends (5 s at most)."""
+
+    def __init__(self, script, tail, every):
+        self.tail, self.every = tail, every
+        super().__init__(script)
+
+    def run(self):
+        self.script = [*self.script, lambda frame: self._chatter() or b""]
+        super().run()
+
+    def _chatter(self):
+        conn = self._conn
+        end = time.monotonic() + 5
+        while time.monotonic() < end:
+            conn.sendall(self.tail())
+            time.sleep(self.every)
+
+
+def _handshake(cache_ids):
+    cache = SignalIndexCache(list(range(len(cache_ids))), cache_ids, [""] * len(cache_ids),
+                             list(range(len(cache_ids))))
+    return [ok(6), ok(1, META),
+            ok(2) + fr.encode_response(fr.Response.UPDATE_SIGNAL_INDEX_CACHE, 2,
+                                       b"\x00" + encode_cache(cache, None, False))]
+
+
+def test_keep_alives_alone_do_not_keep_a_frame_capture_waiting():
+    """Bytes that carry no data (keep-alives every 0.2 s) do not reset the data timeout."""
+    ids = [m.signal_id for m in make_points(2).metadata.measurements]
+    pub = Chatty(_handshake(ids), lambda: fr.encode_response(fr.Response.NOOP, 2), 0.2)
+    with SttpSubscriber("127.0.0.1", pub.port, SttpSettings(timeout=1)) as sub:
+        sub.subscribe()
+        with pytest.raises(BusTimeout, match=r"no STTP data from .* for 1 s \(0 frames"):
+            list(sub.chunks(frames=10))
+
+
+def test_unasked_replies_and_notes_are_not_kept_without_bound():
+    ids = [m.signal_id for m in make_points(2).metadata.measurements]
+    flood = (fr.encode_response(fr.Response.SUCCEEDED, 0x0C, b"x" * 10_000)
+             + fr.encode_response(fr.Response.PROCESSING_COMPLETE, 2, b"y" * 10_000))
+    pub = Chatty(_handshake(ids), lambda: flood * 50, 0.01)
+    with SttpSubscriber("127.0.0.1", pub.port, SttpSettings(timeout=1)) as sub:
+        sub.subscribe()
+        wait_until(lambda: sub._pump(Deadline(1), "data") or sub.unexpected_replies > 500,
+                   "the flood to arrive")
+        assert len(sub.messages) <= 100 and all(len(m) <= 501 for m in sub.messages)
+        assert sub.dropped_notes > 0 and not sub._replies
 
 
 # ------------------------------------------------------------------------ TLS

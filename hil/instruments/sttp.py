@@ -46,6 +46,8 @@ from hil.timeout import Deadline
 DEFAULT_PORT = 7165
 READ_SIZE = 1 << 20          # bytes asked of one recv_into: measured best of 256 KiB … 2 MiB
 BUFFER_SIZE = 4 << 20        # receive buffer; grows if one frame is bigger
+MAX_KEPT = 100               # status texts and packet errors kept (the rest only counted)
+MAX_TEXT = 500               # characters of one status text kept
 VERSION = "hil"
 
 
@@ -115,8 +117,11 @@ class SttpSubscriber:
         self.subscribed = False
         self.lost_packets = 0               # data packets skipped (resync), whole connection
         self.measurements_received = 0
-        self.errors: list[ProtocolError] = []
-        self.messages: list[str] = []       # status texts, notifications, processing complete
+        self.errors: list[ProtocolError] = []   # the first MAX_KEPT packet errors ...
+        self.messages: list[str] = []       # ... status texts, notifications (clipped) ...
+        self.dropped_notes = 0              # ... and how many of either were not kept
+        self.unexpected_replies = 0         # replies to commands nobody awaited (dropped)
+        self._awaiting: set[int] = set()    # commands whose reply `command()` waits for
         self.cache_updates = 0
         self.configuration_changed = False
         self.data_start_time: int | None = None
@@ -125,6 +130,7 @@ class SttpSubscriber:
         self._names: list[str] = []         # global signal keys: point tag (or signal id)
         self._ids: list[str] = []
         self._key_of: dict[Any, int] = {}
+        self._key_by_name: dict[str, int] = {}  # the same keys by name (no list search)
         self._replies: list[fr.Frame] = []
         self._chunks: list[Chunk] = []
         self._buf = bytearray(BUFFER_SIZE)
@@ -170,17 +176,22 @@ class SttpSubscriber:
 
     def command(self, code: int, data: bytes = b"", timeout: float | None = None) -> fr.Frame:
         """Send a command and wait for its Succeeded (returned) or Failed (InstrumentError)."""
-        self._send(code, data)
-        deadline = Deadline(self.timeout if timeout is None else timeout)
-        while True:
-            for i, reply in enumerate(self._replies):
-                if reply.in_response_to == code:
-                    del self._replies[i]
-                    if reply.code == Response.FAILED:
-                        raise InstrumentError(f"STTP publisher {self.where} refused "
-                                              f"{fr.code_name(code)}: {fr.status_text(reply.data)}")
-                    return reply
-            self._pump(deadline, f"the reply to {fr.code_name(code)}")
+        self._awaiting.add(code)
+        try:
+            self._send(code, data)
+            deadline = Deadline(self.timeout if timeout is None else timeout)
+            while True:
+                for i, reply in enumerate(self._replies):
+                    if reply.in_response_to == code:
+                        del self._replies[i]
+                        if reply.code == Response.FAILED:
+                            raise InstrumentError(
+                                f"STTP publisher {self.where} refused {fr.code_name(code)}: "
+                                f"{fr.status_text(reply.data)}")
+                        return reply
+                self._pump(deadline, f"the reply to {fr.code_name(code)}")
+        finally:
+            self._awaiting.discard(code)        # a late reply is then unexpected, not kept
 
     def refresh_metadata(self) -> Metadata:
         """Ask for the publisher's metadata again (e.g. after ConfigurationChanged)."""
@@ -235,7 +246,11 @@ class SttpSubscriber:
 
     def signal_id(self, name: str) -> str:
         """The signal id (GUID text) of a point tag of this connection."""
-        return self._ids[self._names.index(name)]
+        try:
+            return self._ids[self._key_by_name[name]]
+        except KeyError:
+            raise KeyError(f"STTP publisher {self.where}: no signal {name!r} on this "
+                           "connection") from None
 
     # ---------------------------------------------------------------- reading
     def _pump(self, deadline: Deadline, awaiting: str) -> None:
@@ -314,9 +329,12 @@ class SttpSubscriber:
         code = frame.code
         try:
             if code in (Response.SUCCEEDED, Response.FAILED):
+                if frame.in_response_to not in self._awaiting:
+                    self.unexpected_replies += 1        # nobody asks: not kept, they would pile up
+                    return
                 if code == Response.SUCCEEDED and frame.in_response_to != \
                         Command.METADATA_REFRESH and frame.data:
-                    self.messages.append(fr.status_text(frame.data))
+                    self._note(fr.status_text(frame.data))
                 self._replies.append(frame)
             elif code == Response.UPDATE_SIGNAL_INDEX_CACHE:
                 self._cache_update(frame)
@@ -331,8 +349,8 @@ class SttpSubscriber:
             elif code == Response.CONFIGURATION_CHANGED:
                 self.configuration_changed = True
             elif code in (Response.NOTIFY, Response.PROCESSING_COMPLETE):
-                self.messages.append(fr.status_text(frame.data[4:] if code == Response.NOTIFY
-                                                    else frame.data))
+                self._note(fr.status_text(frame.data[4:] if code == Response.NOTIFY
+                                          else frame.data))
                 if code == Response.NOTIFY and len(frame.data) >= 4:
                     self._send(Command.CONFIRM_NOTIFICATION, bytes(frame.data[:4]))
             elif code == Response.DATA_PACKET:            # a data packet with no data at all
@@ -341,13 +359,20 @@ class SttpSubscriber:
         except ProtocolError as exc:
             raise exc.at(self.where) from None
 
+    def _note(self, text: str) -> None:
+        """Keep a status text (the first MAX_KEPT, clipped): a chatty peer cannot fill memory."""
+        if len(self.messages) < MAX_KEPT:
+            self.messages.append(text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…")
+        else:
+            self.dropped_notes += 1
+
     def _cache_update(self, frame: fr.Frame) -> None:
         slot, cache = decode_cache(frame.data, self.modes.version, frame.data_offset)
         keys = np.array([self._key(sid) for sid in cache.signal_ids], dtype=np.int32)
         entry = _Slot(cache, keys)
         if slot is None:            # sttpapi's 0xFF (spec §11 defect 2): both slots
-            self.messages.append(f"signal index cache with slot byte {frame.data[0]}: "
-                                 "stored in both slots")
+            self._note(f"signal index cache with slot byte {frame.data[0]}: "
+                       "stored in both slots")
             self._slots = [entry, _Slot(cache, keys)]
         else:
             self._slots[slot] = entry
@@ -360,9 +385,9 @@ class SttpSubscriber:
         if key is None:
             record = self.metadata.by_id.get(signal_id)
             name = record.point_tag if record is not None and record.point_tag else str(signal_id)
-            if name in self._names:
+            if name in self._key_by_name:
                 name = f"{name} ({signal_id})"
-            key = self._key_of[signal_id] = len(self._names)
+            key = self._key_of[signal_id] = self._key_by_name[name] = len(self._names)
             self._names.append(name)
             self._ids.append(str(signal_id))
         return key
@@ -419,7 +444,10 @@ class SttpSubscriber:
                     got = cm.decode_packet(data, self._time, slot.cache,
                                            run.offset + i * run.size + 10)
             except ProtocolError as exc:
-                self.errors.append(exc.at(self.where))
+                if len(self.errors) < MAX_KEPT:
+                    self.errors.append(exc.at(self.where))
+                else:
+                    self.dropped_notes += 1
                 self.lost_packets += 1
                 continue
             parts.append(got)
@@ -434,8 +462,11 @@ class SttpSubscriber:
         if not self.subscribed:
             raise InstrumentError(f"STTP publisher {self.where}: not subscribed")
         deadline = Deadline(seconds) if seconds is not None else None
-        seen, last = 0, None
+        quiet = Deadline(self.timeout)      # no data for this long is an error: bytes that
+        seen, last = 0, None                # carry none (keep-alives, replies) do not count
         while True:
+            if self._chunks:
+                quiet = Deadline(self.timeout)
             while self._chunks:
                 chunk = self._chunks.pop(0)
                 if frames is not None and self.settings.include_time:
@@ -455,14 +486,16 @@ class SttpSubscriber:
                     return
             if deadline is not None and deadline.expired:
                 return
-            wait = Deadline(self.timeout if deadline is None
-                            else min(self.timeout, max(deadline.remaining, 0.001)))
             try:
-                self._pump(wait, "data")
+                if quiet.expired:
+                    raise BusTimeout("no data")
+                self._pump(Deadline(max(quiet.remaining if deadline is None else
+                                        min(quiet.remaining, deadline.remaining), 0.001)),
+                           "data")
             except BusTimeout:
                 if deadline is not None and deadline.expired:
                     return
-                raise BusTimeout(f"no STTP data from {self.where} for {self.timeout} s "
+                raise BusTimeout(f"no STTP data from {self.where} for {self.timeout:g} s "
                                  f"({seen} frames of this capture, {self._received} bytes on the "
                                  "connection)") from None
 
