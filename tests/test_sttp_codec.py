@@ -396,3 +396,22 @@ def test_filter_expressions_of_the_simulator():
     with pytest.raises(ProtocolError) as err:
         select("FILTER ActiveMeasurements WHERE SignalType = ", rows)
     assert err.value.field == "filterExpression"
+
+
+# -------------------------------------------------------------- hostile publishers (a trial)
+def test_tssc_points_outside_the_cache_and_lying_counts_are_refused_at_once():
+    bomb = bytes([0x0A]) + struct.pack(">IBH", 8 * 1000, 85, 0) + b"\xff" * 1000
+    with pytest.raises(ProtocolError, match="point 1 is not in the signal index cache") as err:
+        TsscDecoder(known=frozenset({0})).decode_packet(bomb)
+    assert err.value.field == "TSSC point id"
+    huge = bytes([0x0A]) + struct.pack(">IBH", 8 << 20, 85, 0) + b"\xff" * (1 << 20)
+    with pytest.raises(ProtocolError, match="more than 1048576 a packet may hold"):
+        TsscDecoder().decode_packet(huge)
+
+
+def test_a_metadata_gzip_bomb_of_empty_elements_is_refused_before_parsing():
+    from hil.protocols import sttp_metadata
+    xml = b"<DataSet>" + b"<x/>" * (sttp_metadata.MAX_TAGS + 1) + b"</DataSet>"
+    with pytest.raises(ProtocolError, match="more than 8000000 XML tags") as err:
+        decode_metadata(gzip.compress(xml, 1))
+    assert err.value.field == "metadata XML"

@@ -85,6 +85,7 @@ class _Slot:
     identity: bool = False
 
     def __post_init__(self) -> None:
+        self.tssc.known = frozenset(self.cache.indices)    # a point outside: error, at once
         table = self.cache.table
         if table is not None and len(self.keys):
             self.key_table = np.where(table >= 0, self.keys[np.maximum(table, 0)], -1

@@ -19,6 +19,9 @@ from hil.errors import ProtocolError
 from hil.protocols.sttp_cache import GZIP_MAGIC, _gunzip
 
 MAX_XML = 256 << 20
+#: Most XML tags a metadata DataSet may hold: ~26 a measurement row, so some 300,000 points;
+#: a small gzip bomb of empty elements is refused before a tree of them fills memory.
+MAX_TAGS = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -106,8 +109,12 @@ def decode_metadata(data: bytes, offset: int = 0) -> Metadata:
     """Metadata from MetadataRefresh data (gzip sniffed by its magic)."""
     if bytes(data[:2]) == GZIP_MAGIC:
         data = _gunzip(data, "metadata", offset, MAX_XML)
+    data = bytes(data)
+    if data.count(b"<") > MAX_TAGS:
+        raise ProtocolError(f"metadata holds more than {MAX_TAGS} XML tags "
+                            f"({len(data)} bytes of XML)", field="metadata XML", offset=offset)
     try:
-        root = ET.fromstring(bytes(data))
+        root = ET.fromstring(data)
     except ET.ParseError as exc:
         line, column = exc.position
         raise ProtocolError(f"metadata is not well-formed XML: {exc} (line {line}, column "

@@ -80,10 +80,17 @@ class _Point:
         self.sent = 0
 
 
-class TsscDecoder:
-    """Decodes the TSSC packets of one subscription (one signal index cache slot), in order."""
+MAX_COUNT = 1 << 20      # measurements one TSSC packet may hold (bit-serial decoding costs
+                         # about a microsecond each: a lying packet cannot cost minutes)
 
-    def __init__(self) -> None:
+
+class TsscDecoder:
+    """Decodes the TSSC packets of one subscription (one signal index cache slot), in order.
+    `known`: the runtime indices of the signal index cache; a point outside it is an error
+    at once (each point keeps state, so a hostile stream of new points would fill memory)."""
+
+    def __init__(self, known: frozenset[int] | None = None) -> None:
+        self.known = known
         self.reset()
 
     def reset(self) -> None:
@@ -113,6 +120,10 @@ class TsscDecoder:
             raise ProtocolError(f"TSSC packet sequence {sequence}, expected {self.sequence} "
                                 "(a packet was lost or the stream did not start with 0)",
                                 field="TSSC sequence", offset=offset + 6)
+        if count > MAX_COUNT:
+            raise ProtocolError(f"TSSC packet claims {count} measurements, more than "
+                                f"{MAX_COUNT} a packet may hold", field="measurement count",
+                                offset=offset + 1)
         if count > (len(data) - 8) * 8:
             raise ProtocolError(f"TSSC packet claims {count} measurements in {len(data)} bytes",
                                 field="measurement count", offset=offset + 1)
@@ -224,6 +235,9 @@ class TsscDecoder:
         pid = self._last.next_id
         point = self._points.get(pid)
         if point is None:
+            if self.known is not None and pid not in self.known:
+                raise self._fail(f"point {pid} is not in the signal index cache",
+                                 "TSSC point id")
             point = self._points[pid] = _Point()
             point.next_id = _i32(pid + 1)
         if code <= TIME_XOR7:
