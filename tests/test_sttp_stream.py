@@ -247,6 +247,20 @@ def test_unasked_replies_and_notes_are_not_kept_without_bound():
         assert sub.dropped_notes > 0 and not sub._replies
 
 
+def test_a_bad_frame_loses_none_of_the_frames_read_with_it():
+    ids = [m.signal_id for m in make_points(2).metadata.measurements]
+    *handshake, cache = _handshake(ids)
+    cache = cache[len(ok(2)):]
+    bad = fr.encode_response(fr.Response.UPDATE_BASE_TIMES, 2, b"\x00")
+    pub = Scripted([*handshake, ok(2) + bad + cache])
+    with SttpSubscriber("127.0.0.1", pub.port, SttpSettings(timeout=2)) as sub:
+        with pytest.raises(ProtocolError, match="base time"):
+            sub.subscribe()
+        assert sub.cache_updates == 0
+        sub._pump(Deadline(2), "the frames after the bad one")
+        assert sub.cache_updates == 1 and len(sub.signals) == len(ids)
+
+
 # ------------------------------------------------------------------------ TLS
 def test_tls_command_channel(tmp_path: Path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -134,6 +135,7 @@ class SttpSubscriber:
         self._key_by_name: dict[str, int] = {}  # the same keys by name (no list search)
         self._replies: list[fr.Frame] = []
         self._chunks: list[Chunk] = []
+        self._backlog: deque[tuple[Any, float]] = deque()   # frames read, not yet handled
         self._buf = bytearray(BUFFER_SIZE)
         self._start = self._end = 0
         self._received = 0
@@ -258,6 +260,9 @@ class SttpSubscriber:
         """One read, then every complete frame in the buffer handled."""
         if self._broken is not None:
             raise self._broken
+        if self._backlog:                   # frames left by an error: handle them first
+            self._drain_backlog()
+            return
         tail = self._end - self._start
         if self._start >= tail or len(self._buf) - self._end < READ_SIZE:
             # The unfinished frame moves to the front (cheap: no bigger than what was consumed
@@ -320,7 +325,15 @@ class SttpSubscriber:
             raise self._broken from None
         arrival = clock.now()
         self._start = pos
-        for item in items:
+        self._backlog.extend((item, arrival) for item in items)
+        self._drain_backlog()
+
+    def _drain_backlog(self) -> None:
+        """Handle the frames read and not handled yet. A frame that raises leaves the ones
+        after it here, for the next `_pump` (before it reads, so data runs still point at
+        their bytes): an error in one frame loses no other."""
+        while self._backlog:
+            item, arrival = self._backlog.popleft()
             if isinstance(item, cm.DataRun):
                 self._data_run(item, arrival)
             else:
