@@ -682,7 +682,7 @@ def _seconds(name: str, timeout: object) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
             or not 0 <= timeout < math.inf:
         raise BusDataError(f"{name}: timeout must be a finite number of seconds, 0 or more; "
-                         f"got {timeout!r}")
+                           f"got {timeout!r}")
     return timeout
 
 

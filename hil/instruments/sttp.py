@@ -500,18 +500,19 @@ class SttpSubscriber:
                     return
             if deadline is not None and deadline.expired:
                 return
-            try:
-                if quiet.expired:
-                    raise BusTimeout("no data")
-                self._pump(Deadline(max(quiet.remaining if deadline is None else
-                                        min(quiet.remaining, deadline.remaining), 0.001)),
-                           "data")
-            except BusTimeout:
-                if deadline is not None and deadline.expired:
-                    return
-                raise BusTimeout(f"no STTP data from {self.where} for {self.timeout:g} s "
-                                 f"({seen} frames of this capture, {self._received} bytes on the "
-                                 "connection)") from None
+            wait = quiet.remaining if deadline is None else min(quiet.remaining,
+                                                                deadline.remaining)
+            if wait > 0:
+                try:
+                    self._pump(Deadline(wait), "data")
+                    continue
+                except BusTimeout:
+                    pass
+            if deadline is not None and deadline.expired:
+                return
+            raise BusTimeout(f"no STTP data from {self.where} for {self.timeout:g} s "
+                             f"({seen} frames of this capture, {self._received} bytes on the "
+                             "connection)")
 
     def capture(self, seconds: float | None = None, frames: int | None = None,
                 filter_expression: str | None = None) -> StreamCapture:

@@ -238,12 +238,13 @@ def parse_body(data: str | bytes | bytearray) -> dict[str, Any]:
                             f"{_clip(seq, 60)}", field=SEQ)
     if "\\u" in text:                  # escapes: lone surrogates, keys spelled as escapes
         _check_escaped(text, body)
-    elif any(text.count(f'"{key}"') > 1 for key in RESERVED if key in body):
+    elif any(text.count(quoted) > 1 for key, quoted in _QUOTED if key in body):
         _check_duplicates(text)
     return body
 
 
 MAX_SEQ = 1 << 63       # __seq is an SQLite INTEGER and a numpy uint64 in a capture
+_QUOTED = tuple((key, f'"{key}"') for key in RESERVED)
 
 
 def _finite_number(value: object) -> bool:

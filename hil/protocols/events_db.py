@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from hil.errors import InstrumentError, ProtocolError
-from hil.protocols.events import (DATA_TIME, RESERVED, SEQ, WIRE_TIME, Event, decode,
-                                  encode_body)
+from hil.protocols.events import (DATA_TIME, MAX_SEQ, RESERVED, SEQ, WIRE_TIME, Event,
+                                  decode, encode_body)
 
 SCHEMA_VERSION = "2"
 BUSY_TIMEOUT_S = 2.0
@@ -82,6 +82,9 @@ def _finite_time(t: Any) -> Any:
     return t if isinstance(t, (int, float)) and math.isfinite(t) else None
 
 
+MAX_PLAIN_NESTING = 256
+
+
 def _plain(bodies: list[bytes], blob: bytes, cuts: str) -> bool:
     """True when SQLite's JSON and the codec cannot read a batch differently, so the fast
     path may store it unchecked: no NUL (in a body or a topic), no \\u escape (a lone
@@ -95,9 +98,6 @@ def _plain(bodies: list[bytes], blob: bytes, cuts: str) -> bool:
         return True
     return all(b.count(b"{") + b.count(b"[") < MAX_PLAIN_NESTING for b in bodies
                if len(b) >= 2 * MAX_PLAIN_NESTING)
-
-
-MAX_PLAIN_NESTING = 256
 
 
 def db_error(path: str | Path, exc: sqlite3.Error, doing: str) -> InstrumentError:
@@ -217,19 +217,19 @@ class EventWriter:
         are stored as the fast path stores them (their text), in one statement if SQLite
         takes them all, else one by one; a body only Python reads (NaN, Infinity) is stored
         re-encoded, those numbers as null. Returns how many were malformed."""
-        good = []
+        good, events = [], []
         for topic, body, t in frames:
             try:
-                decode([topic.encode(), body])
+                events.append(decode([topic.encode(), body], t))
             except ProtocolError:
                 continue
             good.append((topic, body, t))
         if good and not self._insert_batch(good):
             self.events_written += len(good)
         else:
-            for topic, body, t in good:
-                if self._insert_batch([(topic, body, t)]):
-                    self.write([decode([topic.encode(), body], t)])
+            for frame, event in zip(good, events):
+                if self._insert_batch([frame]):
+                    self.write([event])
                 else:
                     self.events_written += 1
         return len(frames) - len(good)
@@ -318,7 +318,7 @@ _RESERVED_OK = (
     f"coalesce(json_type(body, '$.{DATA_TIME}'), 'null') IN ('integer', 'real', 'null') AND "
     f"coalesce(json_type(body, '$.{WIRE_TIME}'), 'null') IN ('integer', 'real', 'null') AND "
     f"coalesce(json_type(body, '$.{SEQ}'), 'null') IN ('integer', 'null') AND "
-    f"coalesce(json_extract(body, '$.{SEQ}') BETWEEN 0 AND {(1 << 63) - 1}, 1) AND "
+    f"coalesce(json_extract(body, '$.{SEQ}') BETWEEN 0 AND {MAX_SEQ - 1}, 1) AND "
     + " AND ".join(_at_most_once(key) for key in (DATA_TIME, WIRE_TIME, SEQ)))
 _INSERT_BATCH = (
     "WITH s(k, topic, t, body) AS MATERIALIZED (SELECT c.key, c.value ->> 0, c.value ->> 1, "
